@@ -1,0 +1,35 @@
+"""User-facing errors: one clear sentence and exit status 2, never a traceback."""
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, stated as one sentence naming the fix."""
+
+
+def exits_cleanly(main: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a CLI main: a UserError prints `error: <message>` and exits 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+        except OSError as e:
+            if e.errno == 28:  # ENOSPC
+                print(f"error: no space left on device ({e.filename or 'disk'}); free space and re-run",
+                      file=sys.stderr)
+                sys.exit(EXIT_USER_ERROR)
+            raise
+
+    return wrapper
