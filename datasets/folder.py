@@ -1,0 +1,503 @@
+"""Users' own image folders (`data/<NAME>/<class>/...`) converted into the one HDF5 dataset format.
+
+Layout (see data/README.md):
+    data/NAME/<class>/...      labelled images; class names are the sorted folder names
+    data/NAME/unlabeled/...    optional, any nesting: images with no label (train, label -1)
+    data/NAME/test/<class>/... optional test split; otherwise a seeded fraction of each class
+
+Decisions:
+- Hidden files, README/LICENSE and text-like files (.txt, .md, .csv, ...) are ignored silently;
+  any other file is given to Pillow and, if it cannot be read, skipped and counted.
+- Images are converted to 1 or 3 channels (alpha composited on white, 16-bit scaled to 8-bit,
+  EXIF rotation applied) and resized to height x width by centre crop or stretch.
+- The train split is shuffled (seeded); the test split is in class order.
+- `extra` records a fingerprint of the files (relative paths, sizes, mtimes) and the settings;
+  a conversion is redone only when they differ (or `force=True`).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing
+import os
+import sys
+import warnings
+import zlib
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from datasets.format import DatasetInfo, Writer, dataset_path, read_info
+from errors import UserError
+
+UNLABELED_NAMES = ("unlabeled", "unlabelled")
+TEST_NAME = "test"
+IGNORED_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}
+IGNORED_PREFIXES = ("readme", "license", "licence")
+IGNORED_SUFFIXES = {".txt", ".md", ".rst", ".csv", ".tsv", ".json", ".yaml", ".yml", ".xml", ".html", ".htm",
+                    ".pdf", ".doc", ".docx", ".py", ".ini", ".log", ".db", ".zip", ".tar", ".gz", ".h5", ".hdf5"}
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+RESIZE_MODES = ("crop", "stretch")
+CHUNK = 1024  # most images per task and per Writer.append
+MEMORY_BUDGET = 512 * 2**20  # bytes of decoded images in flight at once (all workers together)
+SERIAL_BELOW = 256  # fewer files than this are decoded in this process, without a pool
+SAMPLE = 256  # images opened (headers only) to choose default size and channels
+SHOW_SKIPPED = 5
+FORMAT_TAG = "folder-v1"
+
+
+@dataclass
+class Scan:
+    """What a folder holds: classes, labelled/unlabelled/test files (relative paths), file stats."""
+
+    root: Path
+    class_names: list[str]
+    labelled: list[tuple[str, int]]
+    unlabeled: list[str]
+    test: list[tuple[str, int]] | None
+    stats: list[tuple[str, int, int]] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over sorted relative paths, sizes and mtimes of every image file."""
+        h = hashlib.sha256()
+        for rel, size, mtime in sorted(self.stats):
+            h.update(f"{rel}\0{size}\0{mtime}\n".encode())
+        return h.hexdigest()
+
+    def all_files(self) -> list[str]:
+        """Every candidate image file, relative to root."""
+        return [r for r, _ in self.labelled] + self.unlabeled + [r for r, _ in self.test or []]
+
+
+# ---------------------------------------------------------------- public API
+
+
+def is_folder_dataset(name: str, data_dir: str | os.PathLike = "data") -> bool:
+    """True when `data_dir/name/` is a folder (the user's own images)."""
+    return bool(name) and (Path(data_dir) / name).is_dir()
+
+
+def convert(folder: str | os.PathLike, dataset_dir: str | os.PathLike = "datasets", height: int | None = None,
+            width: int | None = None, channels: int | None = None, test_fraction: float = 0.1,
+            resize: str = "crop", seed: int = 0, force: bool = False, workers: int | None = None) -> Path:
+    """Convert `folder` into `<dataset_dir>/<basename>/data.hdf5` (no-op when up to date); return its path."""
+    return _convert(scan(folder), dataset_dir, height, width, channels, test_fraction, resize, seed, force, workers)
+
+
+def ensure(name: str, data_dir: str | os.PathLike = "data", dataset_dir: str | os.PathLike = "datasets",
+           height: int | None = None, width: int | None = None, channels: int | None = None,
+           num_class: int | None = None, **kw) -> Path:
+    """Convert `data_dir/name/` if needed, check it has `num_class` classes, return the HDF5 path."""
+    s = scan(Path(data_dir) / name)
+    if num_class is not None and num_class != len(s.class_names):
+        raise UserError(f"--num_class is {num_class} but {s.root} has {len(s.class_names)} class folder(s): "
+                        f"{', '.join(s.class_names)} (unlabeled/ and test/ are not classes); "
+                        f"pass --num_class {len(s.class_names)} or add/remove class folders")
+    return _convert(s, dataset_dir, height, width, channels, **kw)
+
+
+# ---------------------------------------------------------------- scanning
+
+
+def _ignored(name: str) -> bool:
+    """Files and folders skipped silently: hidden, OS clutter, README/LICENSE, text-like files."""
+    low = name.lower()
+    return (low.startswith(".") or low in IGNORED_NAMES or low.startswith(IGNORED_PREFIXES)
+            or os.path.splitext(low)[1] in IGNORED_SUFFIXES)
+
+
+def _walk(top: Path, rel: str, seen: set[str] | None = None) -> Iterator[tuple[str, int, int]]:
+    """Yield (relative path, size, mtime_ns) of every non-ignored file under `top`, following links once."""
+    seen = set() if seen is None else seen
+    real = os.path.realpath(top)
+    if real in seen:
+        return
+    seen.add(real)
+    try:
+        with os.scandir(top) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        _warn(f"cannot read folder {top} ({e.strerror or e}); skipped")
+        return
+    for e in entries:
+        if _ignored(e.name):
+            continue
+        r = f"{rel}/{e.name}"
+        if e.is_dir():
+            yield from _walk(Path(e.path), r, seen)
+        elif e.is_file():
+            st = e.stat()
+            yield r, st.st_size, st.st_mtime_ns
+
+
+def _subdirs(root: Path) -> list[str]:
+    """Sorted names of the non-ignored sub-folders of `root`."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not _ignored(p.name))
+
+
+def _class_files(root: Path, classes: list[str], where: str) -> tuple[list[tuple[str, int]], list]:
+    """Labelled files of each class folder under root, as (relpath, label); an empty class is an error."""
+    items, stats = [], []
+    for label, c in enumerate(classes):
+        found = list(_walk(root / c, f"{where}{c}"))
+        if not found:
+            raise UserError(f"class folder {root / c} has no images (class folders found in {root}: "
+                            f"{', '.join(classes)}); add images to it or remove it")
+        items += [(r, label) for r, _, _ in found]
+        stats += found
+    return items, stats
+
+
+def _stray(root: Path, prefix: str = "") -> list[str]:
+    """Non-ignored files lying directly in `root` (not in a class folder)."""
+    return sorted(prefix + p.name for p in root.iterdir() if p.is_file() and not _ignored(p.name))
+
+
+def scan(folder: str | os.PathLike) -> Scan:
+    """List a dataset folder's classes and image files; a missing, empty or malformed folder is a UserError."""
+    root = Path(folder).resolve()
+    if not root.is_dir():
+        raise UserError(f"image folder {folder} does not exist; make it with one sub-folder of images per class "
+                        "(see data/README.md)")
+    subdirs = _subdirs(root)
+    classes = [d for d in subdirs if d.lower() not in (*UNLABELED_NAMES, TEST_NAME)]
+    if not classes:
+        raise UserError(f"{folder} has no class folders (found: {', '.join(subdirs) or 'nothing'}); "
+                        "put labelled images in one sub-folder per class")
+    labelled, stats = _class_files(root, classes, "")
+    unlabeled: list[str] = []
+    for d in subdirs:
+        if d.lower() in UNLABELED_NAMES:
+            found = list(_walk(root / d, d))
+            unlabeled += [r for r, _, _ in found]
+            stats += found
+    stray = _stray(root)
+    test = None
+    for d in (d for d in subdirs if d.lower() == TEST_NAME):
+        if test is not None:
+            raise UserError(f"{root} has more than one test folder ({', '.join(subdirs)}); keep one")
+        test, test_stats = _test_files(root / d, classes)
+        stats += test_stats
+        stray += _stray(root / d, f"{d}/")
+    if stray:
+        _warn(f"ignored {len(stray)} file(s) outside class folders in {root}: {_first(stray)}")
+    return Scan(root, classes, labelled, unlabeled, test, stats)
+
+
+def _test_files(test_root: Path, classes: list[str]) -> tuple[list[tuple[str, int]], list]:
+    """Files of `test/<class>/`; a test class that is not a training class is an error."""
+    test_classes = _subdirs(test_root)
+    unknown = [c for c in test_classes if c not in classes]
+    if unknown:
+        raise UserError(f"{test_root} has class folder(s) {', '.join(unknown)} that are not training classes "
+                        f"(training classes: {', '.join(classes)}); rename or remove them")
+    if not test_classes:
+        raise UserError(f"{test_root} has no class folders; put test images in test/<class>/ or remove test/ "
+                        "to hold out a fraction of each class")
+    items, stats = _class_files(test_root, test_classes, f"{test_root.name}/")
+    index = {c: classes.index(c) for c in test_classes}
+    return [(r, index[test_classes[label]]) for r, label in items], stats
+
+
+def _warn(msg: str) -> None:
+    """Print a one-line warning to stderr."""
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def _first(names: list[str]) -> str:
+    """The first few names, comma-separated, with '...' when there are more."""
+    return ", ".join(names[:SHOW_SKIPPED]) + (", ..." if len(names) > SHOW_SKIPPED else "")
+
+
+# ---------------------------------------------------------------- splits and settings
+
+
+def hold_out(labelled: list[tuple[str, int]], class_names: list[str], fraction: float, seed: int
+             ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Split labelled files into (train, test): per class, a seeded `fraction` (>=1 when a class has >=2)."""
+    train, test = [], []
+    for label, name in enumerate(class_names):
+        files = sorted(r for r, lab in labelled if lab == label)
+        n = len(files)
+        k = 0 if n < 2 else min(n - 1, max(1, round(fraction * n)))
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        chosen = set(rng.choice(n, size=k, replace=False).tolist()) if k else set()
+        for i, r in enumerate(files):
+            (test if i in chosen else train).append((r, label))
+    return train, test
+
+
+def _splits(s: Scan, fraction: float, seed: int) -> dict[str, list[tuple[str, int]]]:
+    """Files of each split as (relpath, label): train shuffled (seeded) with unlabelled ones as -1."""
+    if s.test is None:
+        train, test = hold_out(s.labelled, s.class_names, fraction, seed)
+    else:
+        train, test = list(s.labelled), sorted(s.test, key=lambda t: (t[1], t[0]))
+    train += [(r, -1) for r in s.unlabeled]
+    order = np.random.default_rng([seed, 1]).permutation(len(train))
+    return {"train": [train[i] for i in order], "test": test}
+
+
+def _check_args(height: int | None, width: int | None, channels: int | None, fraction: float, resize: str) -> None:
+    """Reject bad settings with a UserError."""
+    for flag, v in (("height", height), ("width", width)):
+        if v is not None and (int(v) != v or v < 1):
+            raise UserError(f"--input_{flag} must be a positive integer, got {v}")
+    if channels not in (None, 1, 3):
+        raise UserError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    if not 0 < fraction < 1:
+        raise UserError(f"--test_fraction must be between 0 and 1 (exclusive), got {fraction}")
+    if resize not in RESIZE_MODES:
+        raise UserError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+
+
+def _header(path: Path) -> tuple[tuple[int, int], bool] | None:
+    """((height, width) after EXIF rotation, is-grayscale) from an image's header; None if unreadable."""
+    try:
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore")
+            w, h = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                w, h = h, w
+            gray = im.mode in GRAY_MODES
+            if im.mode in ("P", "PA"):
+                pal = np.asarray(im.getpalette() or [], dtype=np.int32).reshape(-1, 3)
+                gray = bool(np.all(pal == pal[:, :1]))
+            return (h, w), gray
+    except Exception:
+        return None
+
+
+def defaults(s: Scan, height: int | None, width: int | None, channels: int | None,
+             seed: int = 0) -> tuple[int, int, int]:
+    """Fill in unasked height/width (most common size in a sample) and channels (1 if all sampled are gray)."""
+    if height is not None and width is not None and channels is not None:
+        return height, width, channels
+    files = s.all_files()
+    pick = np.random.default_rng(seed).choice(len(files), size=min(SAMPLE, len(files)), replace=False)
+    heads = [h for h in (_header(s.root / files[i]) for i in sorted(pick)) if h is not None]
+    if not heads:
+        raise UserError(f"none of {len(pick)} sampled files in {s.root} is a readable image")
+    (h0, w0), _ = Counter(size for size, _ in heads).most_common(1)[0]
+    if height is None and width is None:
+        height, width = h0, w0
+    elif height is None:
+        height = max(1, round(width * h0 / w0))
+    elif width is None:
+        width = max(1, round(height * w0 / h0))
+    if channels is None:
+        channels = 1 if all(g for _, g in heads) else 3
+    return int(height), int(width), int(channels)
+
+
+# ---------------------------------------------------------------- decoding (runs in worker processes)
+
+
+def _to_8bit_gray(im: Image.Image) -> Image.Image:
+    """16/32-bit integer or float grayscale to 8-bit L (integers as 16-bit range, floats as 0..1 or 0..255)."""
+    a = np.asarray(im)
+    if im.mode == "F":
+        a = a * 255.0 if np.nanmax(a, initial=0) <= 1.0 else a
+        a = np.nan_to_num(a)
+    else:
+        a = a.astype(np.float64) / 257.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
+def _on_white(im: Image.Image) -> Image.Image:
+    """Composite an image with transparency on a white background, as RGB."""
+    rgba = im.convert("RGBA")
+    bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    bg.alpha_composite(rgba)
+    return bg.convert("RGB")
+
+
+def _to_channels(im: Image.Image, channels: int) -> Image.Image:
+    """Any Pillow mode to 8-bit L (channels=1) or RGB (channels=3)."""
+    if im.mode.startswith("I") or im.mode == "F":
+        im = _to_8bit_gray(im)
+    if im.mode in ALPHA_MODES or (im.mode in ("P", "L", "RGB") and "transparency" in im.info):
+        im = _on_white(im)
+    if im.mode not in ("L", "RGB"):
+        im = im.convert("L" if channels == 1 and im.mode in ("1", "P") else "RGB")
+    return im.convert("L" if channels == 1 else "RGB")
+
+
+def load_image(path: str | os.PathLike, height: int, width: int, channels: int, resize: str = "crop") -> np.ndarray:
+    """Decode one image file to uint8 [height, width, channels] (EXIF rotation, mode, size applied)."""
+    with warnings.catch_warnings(), Image.open(path) as im:
+        warnings.simplefilter("ignore")
+        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        im.draft(None, (height, width) if turned else (width, height))  # JPEG: decode at a reduced scale
+        im = ImageOps.exif_transpose(im)
+        im = _to_channels(im, channels)
+        if resize == "crop":
+            im = ImageOps.fit(im, (width, height), Image.Resampling.BICUBIC)
+        else:
+            im = im.resize((width, height), Image.Resampling.BICUBIC)
+        a = np.asarray(im, dtype=np.uint8)
+    return a[..., None] if a.ndim == 2 else a
+
+
+def _reason(e: Exception, path: str) -> str:
+    """A short reason why a file could not be read."""
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image"
+    text = str(e).replace(f"'{path}'", "").replace(path, "").strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".strip(": ")[:100]
+
+
+def _decode_chunk(root: str, files: list[str], shape: tuple[int, int, int], resize: str
+                  ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Decode files; return (images of the readable ones, their indices, [(file, reason)] of the others)."""
+    h, w, c = shape
+    out = np.empty((len(files), h, w, c), dtype=np.uint8)
+    ok: list[int] = []
+    bad: list[tuple[str, str]] = []
+    for i, rel in enumerate(files):
+        try:
+            out[len(ok)] = load_image(os.path.join(root, rel), h, w, c, resize)
+            ok.append(i)
+        except Exception as e:  # any unreadable file is skipped, never a crash
+            bad.append((rel, _reason(e, os.path.join(root, rel))))
+    return out[:len(ok)], ok, bad
+
+
+# ---------------------------------------------------------------- converting
+
+
+def _up_to_date(path: Path, extra: dict, shape: tuple[int | None, int | None, int | None]) -> bool:
+    """True when `path` holds a conversion of the same files with the same settings and asked shape."""
+    if not path.exists():
+        return False
+    try:
+        info = read_info(path)
+    except UserError:
+        return False
+    keys = ("source", "fingerprint", "resize", "test_fraction", "seed")
+    if any(info.extra.get(k) != extra[k] for k in keys):
+        return False
+    return all(a is None or a == b for a, b in zip(shape, info.shape, strict=True))
+
+
+def _convert(s: Scan, dataset_dir: str | os.PathLike, height: int | None, width: int | None,
+             channels: int | None, test_fraction: float = 0.1, resize: str = "crop", seed: int = 0,
+             force: bool = False, workers: int | None = None) -> Path:
+    """Convert a scanned folder unless its existing conversion is up to date."""
+    _check_args(height, width, channels, test_fraction, resize)
+    path = dataset_path(dataset_dir, s.root.name)
+    extra = {"source": FORMAT_TAG, "folder": str(s.root), "fingerprint": s.fingerprint, "resize": resize,
+             "test_fraction": float(test_fraction), "seed": int(seed), "test_folder": s.test is not None}
+    if not force and _up_to_date(path, extra, (height, width, channels)):
+        return path
+    shape = defaults(s, height, width, channels, seed)
+    info = DatasetInfo(name=s.root.name, height=shape[0], width=shape[1], channels=shape[2],
+                       class_names=list(s.class_names), extra=extra)
+    _write(path, info, s.root, _splits(s, test_fraction, seed), resize, workers)
+    return path
+
+
+def _plan(splits: dict[str, list[tuple[str, int]]], shape: tuple[int, int, int], workers: int
+          ) -> list[tuple[str, list[tuple[str, int]]]]:
+    """Cut each split into tasks of at most `chunk` files, sized so decoded images in flight fit the budget."""
+    total = sum(len(v) for v in splits.values())
+    per_image = math.prod(shape)
+    chunk = max(1, min(CHUNK, MEMORY_BUDGET // (2 * workers * per_image), math.ceil(total / (4 * workers))))
+    return [(split, items[i:i + chunk]) for split, items in splits.items() for i in range(0, len(items), chunk)]
+
+
+def _ordered(run: Callable, tasks: list, pool: Executor | None, window: int) -> Iterator:
+    """Results of run(task) in task order, with at most `window` tasks in flight (bounded memory)."""
+    if pool is None:
+        yield from (run(t) for t in tasks)
+        return
+    pending: deque = deque()
+    it = iter(tasks)
+    for t in it:
+        pending.append(pool.submit(run, t))
+        if len(pending) >= window:
+            break
+    while pending:
+        result = pending.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(run, nxt))
+        yield result
+
+
+@dataclass
+class _Task:
+    """A picklable unit of work: decode these files of `root` to `shape`."""
+
+    root: str
+    shape: tuple[int, int, int]
+    resize: str
+
+    def __call__(self, task: tuple[str, list[tuple[str, int]]]) -> tuple[np.ndarray, list[int], list]:
+        return _decode_chunk(self.root, [r for r, _ in task[1]], self.shape, self.resize)
+
+
+def _cpus() -> int:
+    """CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _pool(workers: int, n: int) -> ProcessPoolExecutor | None:
+    """A process pool (fork where available: no re-import of the caller) or None for small jobs."""
+    if workers < 2 or n < SERIAL_BELOW:
+        return None
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool.submit(int).result()  # start the workers now, before the output file is open (they must not inherit it)
+    return pool
+
+
+def _write(path: Path, info: DatasetInfo, root: Path, splits: dict[str, list[tuple[str, int]]], resize: str,
+           workers: int | None) -> None:
+    """Decode all files in parallel chunks and append them to a new dataset file; report skipped files."""
+    workers = max(1, workers or _cpus())
+    tasks = _plan(splits, info.shape, workers)
+    total = sum(len(v) for v in splits.values())
+    counts = {"train": np.zeros(info.num_class + 1, np.int64), "test": np.zeros(info.num_class + 1, np.int64)}
+    skipped: list[tuple[str, str]] = []
+    pool = _pool(workers, total)
+    try:
+        with Writer(path, info) as w, tqdm(total=total, unit="img", desc=f"converting {info.name}") as bar:
+            results = _ordered(_Task(str(root), info.shape, resize), tasks, pool, 2 * workers)
+            for (split, items), (images, ok, bad) in zip(tasks, results, strict=True):
+                labels = np.array([items[i][1] for i in ok], dtype=np.int64)
+                if len(ok):
+                    w.append(split, images, labels)
+                counts[split] += np.bincount(labels + 1, minlength=info.num_class + 1)
+                skipped += bad
+                bar.update(len(items))
+            _finish(info, root, counts, skipped)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _finish(info: DatasetInfo, root: Path, counts: dict[str, np.ndarray], skipped: list[tuple[str, str]]) -> None:
+    """Check every class kept images, warn about skipped files and record counts in `info.extra`."""
+    if skipped:
+        _warn(f"skipped {len(skipped)} unreadable or non-image file(s) in {root}: "
+              f"{_first([f'{r} ({why})' for r, why in skipped])}")
+    empty = [c for c, n in zip(info.class_names, counts["train"][1:], strict=True) if n == 0]
+    if empty:
+        raise UserError(f"class folder(s) {', '.join(empty)} in {root} have no readable training images "
+                        f"(classes: {', '.join(info.class_names)}); add images or remove the folder(s)")
+    info.extra.update({
+        "num_train_labelled": int(counts["train"][1:].sum()), "num_unlabeled": int(counts["train"][0]),
+        "num_test": int(counts["test"].sum()), "num_skipped": len(skipped),
+        "skipped_first": [r for r, _ in skipped[:SHOW_SKIPPED]],
+    })
+
