@@ -1,0 +1,96 @@
+"""Flags shared by trainer.py and evaler.py, defined once, and how a dataset name becomes a file."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import datasets
+import model
+from datasets import format as fmt
+from errors import UserError
+
+# Flags that fix the networks: recorded in config.json and checked when a checkpoint is restored.
+MODEL_KEYS = ("arch", "head", "d_width", "g_width", "z_dim")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show each flag's default and keep the epilog's examples as written."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    """--dataset and where/how to read it; --input_height/--input_width/--num_class as in the original toolkit."""
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", required=True,
+                   help="a downloaded dataset (mnist, fashion_mnist, cifar10, svhn) or a folder name under --data_dir")
+    datasets.add_dataset_dir_flag(g)
+    g.add_argument("--data_dir", default="data", help="where your own image folders live (data/<NAME>/<class>/...)")
+    g.add_argument("--input_height", type=positive_int, default=None,
+                   help="image height; must agree with the dataset (own folders are resized to it)")
+    g.add_argument("--input_width", type=positive_int, default=None,
+                   help="image width; must agree with the dataset (own folders are resized to it)")
+    g.add_argument("--num_class", type=positive_int, default=None,
+                   help="number of classes; must agree with the dataset")
+    g.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="own folders: 1 (gray) or 3 (RGB); default from the images")
+    g.add_argument("--resize", choices=("crop", "stretch"), default="crop",
+                   help="own folders: keep aspect by centre crop, or stretch")
+    g.add_argument("--test_fraction", type=float, default=0.1,
+                   help="own folders without a test/ folder: share of each class held out for testing")
+    g.add_argument("--in_memory", choices=("auto", "yes", "no"), default="auto",
+                   help="hold images in memory, or stream from the HDF5 file (auto: by --memory_budget_gb)")
+    g.add_argument("--memory_budget_gb", type=float, default=4.0, help="largest split held in memory with auto")
+    g.add_argument("--batch_size", type=positive_int, default=100, help="images per batch (each stream)")
+
+
+def add_model_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """The network flags; the evaler takes them without defaults (they come from config.json)."""
+    g = p.add_argument_group("model")
+    d = (lambda v: v) if defaults else (lambda v: None)
+    g.add_argument("--arch", choices=model.ARCHS, default=d("mlp"), help="network pair (see model.py)")
+    g.add_argument("--head", choices=model.HEADS, default=d("implicit"),
+                   help="implicit: n logits, fake logit 0 (Salimans); nplus1: explicit n+1 softmax (Odena)")
+    g.add_argument("--d_width", type=int, default=d(0), help="discriminator width (0: the arch's default)")
+    g.add_argument("--g_width", type=int, default=d(0), help="generator width (0: the arch's default)")
+    g.add_argument("--z_dim", type=positive_int, default=d(100), help="generator noise dimension")
+
+
+def resolve_dataset(args: argparse.Namespace) -> tuple[Path, fmt.DatasetInfo]:
+    """The dataset file for args.dataset (converting an own image folder on first use), checked against the flags.
+
+    A public dataset name (mnist, ...) always means the downloaded file, never a folder of that name.
+    """
+    if args.dataset not in datasets.SOURCES and folder_exists(args):
+        from datasets import folder
+        path = folder.ensure(args.dataset, data_dir=args.data_dir, dataset_dir=args.dataset_dir,
+                             height=args.input_height, width=args.input_width, channels=args.channels,
+                             num_class=args.num_class, test_fraction=args.test_fraction, resize=args.resize)
+    else:
+        path = datasets.require(args.dataset_dir, args.dataset)
+    info = fmt.read_info(path)
+    check_shape_flags(args, info.height, info.width, info.num_class, f"dataset {args.dataset}")
+    return path, info
+
+
+def folder_exists(args: argparse.Namespace) -> bool:
+    """Whether args.dataset names an image folder under --data_dir."""
+    return (Path(args.data_dir) / args.dataset).is_dir()
+
+
+def check_shape_flags(args: argparse.Namespace, height: int, width: int, num_class: int, what: str) -> None:
+    """--input_height/--input_width/--num_class, where given, must agree with `what`."""
+    for flag, value in (("input_height", height), ("input_width", width), ("num_class", num_class)):
+        given = getattr(args, flag, None)
+        if given is not None and given != value:
+            raise UserError(f"--{flag} {given} does not match {what}, which has {flag} {value}; "
+                            f"drop the flag or pass --{flag} {value}")

@@ -1,0 +1,144 @@
+"""Input pipelines (tf.data): the labelled, unlabelled and evaluation streams, and the labelled subset.
+
+Images stay uint8 until the batch is formed; `scale` maps them to [-1, 1] once, in the pipeline.
+Order is a pure function of (seed, step): each epoch is a stateless shuffle seeded by
+(seed, epoch), so a resumed run skips to its step and sees exactly the batches it would have.
+Datasets that fit the memory budget are held as one tensor (no Python per batch); larger ones
+stream from the HDF5 file in sorted-index reads.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+import tensorflow as tf
+
+from datasets import format as fmt
+from errors import UserError
+
+
+@dataclass
+class Split:
+    """One split of a dataset: images in memory (uint8 array) or left in the HDF5 file."""
+
+    path: str
+    name: str
+    labels: np.ndarray
+    images: np.ndarray | None  # None: stream from the file
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_split(path: str | os.PathLike, split: str, in_memory: str = "auto", budget_gb: float = 4.0) -> Split:
+    """Open a split; hold its images in memory unless they exceed the budget (`in_memory` auto|yes|no)."""
+    info = fmt.read_info(path)
+    labels = fmt.load_labels(path, split)
+    nbytes = len(labels) * info.height * info.width * info.channels
+    keep = in_memory == "yes" or (in_memory == "auto" and nbytes <= budget_gb * 2**30)
+    images = None
+    if keep:
+        with h5py.File(path, "r") as f:
+            images = f[f"{split}/images"][...]
+    return Split(str(path), split, labels, images)
+
+
+def select_labeled(labels: np.ndarray, num_labeled: int | None, num_class: int, seed: int) -> np.ndarray:
+    """A balanced, seeded labelled subset: num_labeled / num_class indices per class (None = all labelled)."""
+    labelled = np.flatnonzero(labels >= 0)
+    if num_labeled is None:
+        return labelled
+    if num_labeled <= 0 or num_labeled % num_class:
+        raise UserError(f"--num_labeled {num_labeled} must be a positive multiple of the {num_class} classes "
+                        f"(e.g. {num_class * max(1, num_labeled // num_class)})")
+    per_class = num_labeled // num_class
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(num_class):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < per_class:
+            raise UserError(f"class {c} has only {len(idx)} labelled training images but --num_labeled "
+                            f"{num_labeled} needs {per_class} per class; lower --num_labeled")
+        chosen.append(rng.choice(idx, per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def scale(images: tf.Tensor) -> tf.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return tf.cast(images, tf.float32) * (2.0 / 255.0) - 1.0
+
+
+def augment(images: tf.Tensor, max_shift: int = 2) -> tf.Tensor:
+    """Random translation by up to max_shift pixels (reflect padding), per image."""
+    shape = tf.shape(images)
+    padded = tf.pad(images, [[0, 0], [max_shift, max_shift], [max_shift, max_shift], [0, 0]], mode="REFLECT")
+    offsets = tf.random.uniform([shape[0], 2], 0, 2 * max_shift + 1, dtype=tf.int32)
+    return tf.map_fn(lambda a: tf.slice(a[0], [a[1][0], a[1][1], 0], [shape[1], shape[2], shape[3]]),
+                     (padded, offsets), fn_output_signature=images.dtype)
+
+
+def _index_batches(indices: np.ndarray, batch: int, seed: int, start_step: int) -> tf.data.Dataset:
+    """Endless batches of `indices`, reshuffled each epoch by a stateless (seed, epoch) shuffle."""
+    idx = tf.constant(indices, tf.int64)
+
+    def epoch(e):
+        return tf.data.Dataset.from_tensor_slices(
+            tf.random.experimental.stateless_shuffle(idx, seed=tf.stack([tf.cast(seed, tf.int64), e])))
+
+    ds = tf.data.Dataset.range(2**62).flat_map(epoch).batch(batch, drop_remainder=True)
+    return ds.skip(start_step)
+
+
+def _gather(split: Split, with_labels: bool):
+    """A tf.data map fn: index batch -> uint8 images (and labels), from memory or the HDF5 file."""
+    labels = tf.constant(split.labels)
+    if split.images is not None:
+        images = tf.constant(split.images)
+
+        def fetch(i):
+            return tf.gather(images, i)
+    else:
+        shape = fmt.read_info(split.path).shape
+        f = h5py.File(split.path, "r")[f"{split.name}/images"]
+
+        def read(i):
+            order = np.argsort(i)
+            out = np.empty((len(i), *shape), np.uint8)
+            out[order] = f[np.sort(i)]
+            return out
+
+        def fetch(i):
+            x = tf.numpy_function(read, [i], tf.uint8)
+            return tf.ensure_shape(x, [None, *shape])
+
+    if with_labels:
+        return lambda i: (fetch(i), tf.gather(labels, i))
+    return fetch
+
+
+def labeled_stream(split: Split, indices: np.ndarray, batch: int, seed: int, start_step: int = 0,
+                   do_augment: bool = False) -> tf.data.Dataset:
+    """Endless (images [-1,1], labels) batches of the labelled subset, shuffled and repeated."""
+    batch = min(batch, len(indices)) if len(indices) >= 1 else batch
+    ds = _index_batches(indices, batch, seed + 1, start_step).map(_gather(split, True))
+    ds = ds.map(lambda x, y: (augment(scale(x)) if do_augment else scale(x), y))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def unlabeled_stream(split: Split, batch: int, seed: int, start_step: int = 0,
+                     do_augment: bool = False) -> tf.data.Dataset:
+    """Endless batches of every train image (labels never read), shuffled each epoch."""
+    if batch > len(split):
+        raise UserError(f"--batch_size {batch} is larger than the {len(split)} training images; lower it")
+    ds = _index_batches(np.arange(len(split)), batch, seed + 2, start_step).map(_gather(split, False))
+    ds = ds.map(lambda x: augment(scale(x)) if do_augment else scale(x))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_stream(split: Split, batch: int) -> tf.data.Dataset:
+    """One pass over a labelled split in order: (images [-1,1], labels)."""
+    keep = np.flatnonzero(split.labels >= 0)
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(keep, tf.int64)).batch(batch).map(_gather(split, True))
+    return ds.map(lambda x, y: (scale(x), y)).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,101 @@
+"""The networks: an (n+1)-way discriminator (the classifier) and a generator, for any H x W x C.
+
+Architectures are chosen by name (`--arch`):
+- `mlp`:  the Salimans et al. (2016) MNIST pair. D: Gaussian noise + weight-normalised dense
+          1000-500-250-250-250 (ReLU), features = last hidden layer. G: z -> 500 -> 500
+          (softplus + batch norm) -> H*W*C (tanh, weight norm). Cheap on a CPU.
+- `conv`: a small conv D in the style of Salimans' CIFAR net (dropout, leaky ReLU, weight norm,
+          stride-2 downsampling, network-in-network 1x1 layers, global average pooling
+          features) and a DCGAN-style generator (dense -> 2 transposed convs -> tanh).
+Heads (`--head`): `implicit` (n logits, fake logit fixed at 0) or `nplus1` (an explicit,
+learned fake logit: Odena 2016). Both models take and give images scaled to [-1, 1].
+
+`build_discriminator` returns a keras.Model x -> (class_logits [B,n], fake_logit [B], features [B,F]).
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers
+
+import ops
+
+ARCHS = ("mlp", "conv")
+HEADS = ("implicit", "nplus1")
+
+
+def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, head: str = "implicit",
+                        width: int = 0) -> keras.Model:
+    """The classifier/discriminator for images of `shape`; width 0 means the arch's default."""
+    x = keras.Input(shape=shape, name="image")
+    if arch == "mlp":
+        features = _mlp_trunk(x, width or 1000)
+    elif arch == "conv":
+        features = _conv_trunk(x, width or 32)
+    else:
+        raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
+    if head == "implicit":
+        class_logits = ops.WeightNormDense(num_class, name="class_logits")(features)
+        fake_logit = ops.ZeroLogit(name="fake_logit")(class_logits)
+    elif head == "nplus1":
+        logits = ops.WeightNormDense(num_class + 1, name="logits")(features)
+        class_logits = layers.Lambda(lambda t: t[:, :num_class], name="class_logits")(logits)
+        fake_logit = layers.Lambda(lambda t: t[:, num_class], name="fake_logit")(logits)
+    else:
+        raise ValueError(f"unknown head {head!r}; choose from {HEADS}")
+    return keras.Model(x, [class_logits, fake_logit, features], name="discriminator")
+
+
+def _mlp_trunk(x, width: int):
+    h = layers.Flatten()(x)
+    h = layers.GaussianNoise(0.3)(h)
+    for units in (width, width // 2, width // 4, width // 4, width // 4):
+        h = ops.WeightNormDense(units)(h)
+        h = layers.ReLU()(h)
+        h = layers.GaussianNoise(0.5)(h)
+    return h
+
+
+def _conv_trunk(x, width: int):
+    h = layers.Dropout(0.2)(x)
+    for filters, drop in ((width, 0.5), (2 * width, 0.5)):
+        h = _lrelu(ops.WeightNormConv2D(filters, 3)(h))
+        h = _lrelu(ops.WeightNormConv2D(filters, 3)(h))
+        h = _lrelu(ops.WeightNormConv2D(filters, 3, strides=2)(h))
+        h = layers.Dropout(drop)(h)
+    h = _lrelu(ops.WeightNormConv2D(2 * width, 3, padding="valid" if min(h.shape[1:3]) > 3 else "same")(h))
+    h = _lrelu(ops.WeightNormConv2D(2 * width, 1)(h))
+    h = _lrelu(ops.WeightNormConv2D(2 * width, 1)(h))
+    return layers.GlobalAveragePooling2D()(h)
+
+
+def _lrelu(h):
+    return layers.LeakyReLU(0.2)(h)
+
+
+def build_generator(arch: str, shape: tuple[int, int, int], z_dim: int = 100, width: int = 0) -> keras.Model:
+    """The generator z [B, z_dim] -> images [B, H, W, C] in [-1, 1]; width 0 means the arch's default."""
+    height, wid, channels = shape
+    z = keras.Input(shape=(z_dim,), name="z")
+    if arch == "mlp":
+        h = z
+        for _ in range(2):
+            h = layers.Dense(width or 500, use_bias=False)(h)
+            h = layers.BatchNormalization()(h)
+            h = layers.Activation("softplus")(h)
+        h = ops.WeightNormDense(height * wid * channels)(h)
+        out = layers.Reshape(shape)(layers.Activation("tanh")(h))
+    elif arch == "conv":
+        w = width or 64
+        h0, w0 = math.ceil(height / 4), math.ceil(wid / 4)
+        h = layers.Dense(h0 * w0 * 2 * w, use_bias=False)(z)
+        h = layers.ReLU()(layers.BatchNormalization()(h))
+        h = layers.Reshape((h0, w0, 2 * w))(h)
+        h = layers.Conv2DTranspose(w, 5, strides=2, padding="same", use_bias=False)(h)
+        h = layers.ReLU()(layers.BatchNormalization()(h))
+        h = layers.Conv2DTranspose(channels, 5, strides=2, padding="same", activation="tanh")(h)
+        out = ops.CenterCrop2D(height, wid)(h) if (4 * h0, 4 * w0) != (height, wid) else h
+    else:
+        raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
+    return keras.Model(z, out, name="generator")

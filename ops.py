@@ -1,0 +1,142 @@
+"""Building blocks and losses shared by the networks and the trainer.
+
+The discriminator gives, for each image, `class_logits` [B, n] over the real classes and a
+`fake_logit` [B] (0 for the implicit head of Salimans et al., learned for Odena's explicit
+n+1 head). Softmax over [class_logits, fake_logit] is the (n+1)-way posterior, so
+
+    log D(real | x) - log D(fake | x) = logsumexp(class_logits) - fake_logit =: real_logit
+
+and every real/fake loss below is a softplus of `real_logit`: numerically stable for any size.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+# ---------------------------------------------------------------- losses
+
+
+def real_logit(class_logits: tf.Tensor, fake_logit: tf.Tensor) -> tf.Tensor:
+    """Logit of P(real | x) from the (n+1)-way discriminator output."""
+    return tf.reduce_logsumexp(class_logits, axis=-1) - fake_logit
+
+
+def supervised_loss(class_logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Cross-entropy of the n real classes on labelled images (mean over the batch)."""
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=class_logits))
+
+
+def unsupervised_loss(real_logits_real: tf.Tensor, real_logits_fake: tf.Tensor,
+                      label_smoothing: float = 0.0) -> tf.Tensor:
+    """Discriminator GAN loss: -log D(real|x_real) - log D(fake|x_fake), one-sided smoothing on real.
+
+    With smoothing s the target for real images is 1 - s: -(1-s) log D - s log(1 - D).
+    """
+    loss_real = (1.0 - label_smoothing) * tf.nn.softplus(-real_logits_real)
+    if label_smoothing:
+        loss_real += label_smoothing * tf.nn.softplus(real_logits_real)
+    return tf.reduce_mean(loss_real) + tf.reduce_mean(tf.nn.softplus(real_logits_fake))
+
+
+def generator_gan_loss(real_logits_fake: tf.Tensor) -> tf.Tensor:
+    """Non-saturating generator loss: -log D(real | G(z))."""
+    return tf.reduce_mean(tf.nn.softplus(-real_logits_fake))
+
+
+def feature_matching_loss(features_real: tf.Tensor, features_fake: tf.Tensor) -> tf.Tensor:
+    """Salimans et al.: squared distance between mean discriminator features of real and fake."""
+    diff = tf.reduce_mean(features_real, axis=0) - tf.reduce_mean(features_fake, axis=0)
+    return tf.reduce_mean(tf.square(diff))
+
+
+def entropy_loss(class_logits: tf.Tensor) -> tf.Tensor:
+    """Mean entropy of the class posterior (Dai et al.: minimised on unlabelled images)."""
+    logp = tf.nn.log_softmax(class_logits, axis=-1)
+    return -tf.reduce_mean(tf.reduce_sum(tf.exp(logp) * logp, axis=-1))
+
+
+def pull_away_loss(features: tf.Tensor) -> tf.Tensor:
+    """Pull-away term (Zhao et al., used by Dai et al.): mean squared cosine between distinct samples."""
+    n = tf.cast(tf.shape(features)[0], features.dtype)
+    f = tf.math.l2_normalize(features, axis=-1)
+    cos2 = tf.square(tf.matmul(f, f, transpose_b=True))
+    return (tf.reduce_sum(cos2) - n) / (n * (n - 1.0))
+
+
+def accuracy(class_logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Fraction of argmax predictions equal to the labels."""
+    pred = tf.argmax(class_logits, axis=-1, output_type=labels.dtype)
+    return tf.reduce_mean(tf.cast(tf.equal(pred, labels), tf.float32))
+
+
+# ---------------------------------------------------------------- layers
+
+
+class WeightNormDense(keras.layers.Layer):
+    """Dense layer with weight normalisation (Salimans & Kingma 2016): w = g * v / ||v||."""
+
+    def __init__(self, units: int, init_scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.init_scale = init_scale
+
+    def build(self, input_shape):
+        self.v = self.add_weight(name="v", shape=(input_shape[-1], self.units),
+                                 initializer=keras.initializers.RandomNormal(stddev=0.05))
+        self.g = self.add_weight(name="g", shape=(self.units,),
+                                 initializer=keras.initializers.Constant(self.init_scale))
+        self.b = self.add_weight(name="b", shape=(self.units,), initializer="zeros")
+
+    def call(self, x):
+        w = self.v * (self.g / tf.norm(self.v, axis=0))
+        return tf.matmul(x, w) + self.b
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "init_scale": self.init_scale}
+
+
+class WeightNormConv2D(keras.layers.Layer):
+    """2-D convolution with weight normalisation over each output channel's kernel."""
+
+    def __init__(self, filters: int, kernel_size: int = 3, strides: int = 1, padding: str = "same", **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.strides, self.padding = filters, kernel_size, strides, padding
+
+    def build(self, input_shape):
+        k = self.kernel_size
+        self.v = self.add_weight(name="v", shape=(k, k, input_shape[-1], self.filters),
+                                 initializer=keras.initializers.RandomNormal(stddev=0.05))
+        self.g = self.add_weight(name="g", shape=(self.filters,), initializer="ones")
+        self.b = self.add_weight(name="b", shape=(self.filters,), initializer="zeros")
+
+    def call(self, x):
+        w = self.v * (self.g / tf.norm(tf.reshape(self.v, [-1, self.filters]), axis=0))
+        y = tf.nn.conv2d(x, w, strides=self.strides, padding=self.padding.upper())
+        return y + self.b
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "padding": self.padding}
+
+
+class ZeroLogit(keras.layers.Layer):
+    """The implicit head's fake logit: a constant 0 for every image."""
+
+    def call(self, x):
+        return tf.zeros_like(x[:, 0])
+
+
+class CenterCrop2D(keras.layers.Layer):
+    """Crop the spatial centre to (height, width): lets generators serve any image size."""
+
+    def __init__(self, height: int, width: int, **kwargs):
+        super().__init__(**kwargs)
+        self.height, self.width = height, width
+
+    def call(self, x):
+        top = (x.shape[1] - self.height) // 2
+        left = (x.shape[2] - self.width) // 2
+        return x[:, top:top + self.height, left:left + self.width, :]
+
+    def get_config(self):
+        return {**super().get_config(), "height": self.height, "width": self.width}

@@ -1,0 +1,83 @@
+"""Losses against hand-computed values; custom layers' shapes and maths."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import ops
+
+
+def softplus(x):
+    return math.log1p(math.exp(x))
+
+
+def test_real_logit_is_logsumexp_minus_fake_logit():
+    logits = tf.constant([[0.0, math.log(3.0)]])
+    assert ops.real_logit(logits, tf.constant([0.0])).numpy()[0] == pytest.approx(math.log(4.0), rel=1e-6)
+    assert ops.real_logit(logits, tf.constant([math.log(4.0)])).numpy()[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_supervised_loss_is_cross_entropy():
+    logits = tf.constant([[2.0, 0.0], [0.0, 0.0]])
+    expected = (-math.log(math.exp(2) / (math.exp(2) + 1)) + math.log(2)) / 2
+    assert ops.supervised_loss(logits, tf.constant([0, 1])).numpy() == pytest.approx(expected, rel=1e-6)
+
+
+def test_unsupervised_loss_matches_binary_cross_entropy():
+    # D(real) = sigmoid(l): loss = -log sigmoid(l_real) - log(1 - sigmoid(l_fake))
+    loss = ops.unsupervised_loss(tf.constant([1.0, 2.0]), tf.constant([-1.0, 0.5]))
+    expected = (softplus(-1.0) + softplus(-2.0)) / 2 + (softplus(-1.0) + softplus(0.5)) / 2
+    assert loss.numpy() == pytest.approx(expected, rel=1e-6)
+
+
+def test_label_smoothing_targets_one_minus_s_on_real_only():
+    s = 0.1
+    loss = ops.unsupervised_loss(tf.constant([1.0]), tf.constant([-1.0]), label_smoothing=s)
+    expected = (1 - s) * softplus(-1.0) + s * softplus(1.0) + softplus(-1.0)
+    assert loss.numpy() == pytest.approx(expected, rel=1e-6)
+
+
+def test_losses_are_stable_for_huge_logits():
+    big = tf.constant([1e4, -1e4])
+    assert np.isfinite(ops.unsupervised_loss(big, big).numpy())
+    assert np.isfinite(ops.generator_gan_loss(big).numpy())
+    assert np.isfinite(ops.real_logit(tf.constant([[1e4, 1e4]]), tf.constant([0.0])).numpy()).all()
+
+
+def test_generator_gan_loss_is_minus_log_d_real():
+    assert ops.generator_gan_loss(tf.constant([0.0])).numpy() == pytest.approx(math.log(2.0), rel=1e-6)
+
+
+def test_feature_matching_is_squared_distance_of_means():
+    real = tf.constant([[1.0, 2.0], [3.0, 4.0]])   # mean [2, 3]
+    fake = tf.constant([[0.0, 0.0], [2.0, 2.0]])   # mean [1, 1]
+    assert ops.feature_matching_loss(real, fake).numpy() == pytest.approx((1 + 4) / 2)
+
+
+def test_entropy_loss_is_log_n_for_uniform_and_zero_for_certain():
+    assert ops.entropy_loss(tf.zeros([3, 4])).numpy() == pytest.approx(math.log(4), rel=1e-6)
+    assert ops.entropy_loss(tf.constant([[100.0, 0.0]])).numpy() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pull_away_is_zero_for_orthogonal_and_one_for_parallel():
+    assert ops.pull_away_loss(tf.eye(3)).numpy() == pytest.approx(0.0, abs=1e-6)
+    assert ops.pull_away_loss(tf.constant([[1.0, 1.0], [2.0, 2.0]])).numpy() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_accuracy():
+    logits = tf.constant([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert ops.accuracy(logits, tf.constant([0, 1, 1])).numpy() == pytest.approx(2 / 3)
+
+
+def test_weight_norm_dense_has_norm_g_columns():
+    layer = ops.WeightNormDense(5, init_scale=2.0)
+    layer.build((None, 7))
+    w = (layer(tf.eye(7)) - layer.b).numpy()   # rows of identity give the effective weight matrix
+    np.testing.assert_allclose(np.linalg.norm(w, axis=0), 2.0, rtol=1e-5)
+
+
+def test_weight_norm_conv_kernel_has_unit_norm_per_filter():
+    layer = ops.WeightNormConv2D(4, 3, strides=2)
+    y = layer(tf.zeros([2, 9, 10, 3]))
+    assert y.shape == (2, 5, 5, 4)

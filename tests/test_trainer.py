@@ -1,0 +1,181 @@
+"""Real tiny runs of trainer.py and evaler.py: learning, checkpoints, resume, summaries, errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import evaler
+import trainer
+from tests.tiny import TINY_FLAGS, make_tiny_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def dsdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("datasets")
+    make_tiny_dataset(d)
+    return d
+
+
+def train(dsdir: Path, run: Path, *extra: str) -> dict:
+    return trainer.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--train_dir", str(run),
+                         "--num_labeled", "30", *TINY_FLAGS, *extra])
+
+
+def scalars(run: Path, tag: str) -> dict[int, float]:
+    ea = EventAccumulator(str(run / "logs"), size_guidance={"tensors": 0})
+    ea.Reload()
+    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in ea.Tensors(tag)}
+
+
+@pytest.fixture(scope="module")
+def trained(dsdir, tmp_path_factory) -> tuple[Path, dict]:
+    run = tmp_path_factory.mktemp("runs") / "ssgan"
+    return run, train(dsdir, run, "--max_steps", "40", "--lr", "0.003")
+
+
+def test_short_run_lowers_supervised_loss_and_learns(trained):
+    run, result = trained
+    loss = scalars(run, "train/loss_sup")
+    assert sorted(loss) == [10, 20, 30, 40]
+    assert loss[40] < 0.5 * loss[10]
+    assert result["step"] == 40 and result["test_accuracy"] > 0.6  # 3 classes: chance is 0.33
+
+
+def test_run_dir_holds_config_indices_checkpoints_and_samples(trained):
+    run, result = trained
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["num_labeled"] == 30 and cfg["dataset_info"]["class_names"] == ["class0", "class1", "class2"]
+    idx = json.loads((run / "labeled_indices.json").read_text())
+    assert len(idx) == 30 and len(set(idx)) == 30
+    assert result["checkpoint"].endswith("ckpt-40")
+    assert (run / "samples" / "step_0000040.png").exists()
+    assert json.loads((run / "result.json").read_text())["step"] == 40
+
+
+def test_summaries_hold_losses_accuracy_images_and_histograms(trained):
+    run, _ = trained
+    ea = EventAccumulator(str(run / "logs"), size_guidance={"tensors": 0})
+    ea.Reload()
+    tags = set(ea.Tags()["tensors"])
+    for tag in ("train/loss_d", "train/loss_sup", "train/loss_unsup", "train/loss_g", "train/acc_lab",
+                "test/accuracy", "samples", "D/p_real_unlabeled", "D/p_real_generated"):
+        assert tag in tags, tag
+    assert scalars(run, "test/accuracy")[40] == pytest.approx(json.loads((run / "result.json").read_text())
+                                                              ["test_accuracy"])
+
+
+def test_resume_continues_at_saved_step_with_same_labeled_subset(dsdir, trained, capsys):
+    run, _ = trained
+    before = (run / "labeled_indices.json").read_text()
+    result = train(dsdir, run, "--max_steps", "50", "--lr", "0.003")
+    assert "Resumed from" in capsys.readouterr().out
+    assert result["step"] == 50
+    assert sorted(scalars(run, "train/loss_sup")) == [10, 20, 30, 40, 50]
+    assert (run / "labeled_indices.json").read_text() == before
+
+
+def test_resume_with_other_model_flags_is_a_clear_error(dsdir, trained, capsys):
+    run, _ = trained
+    with pytest.raises(SystemExit) as e:
+        train(dsdir, run, "--max_steps", "60", "--lr", "0.01")
+    assert e.value.code == 2
+    assert "was trained with --lr 0.003" in capsys.readouterr().err
+
+
+def test_evaler_on_run_dir_and_checkpoint_file(trained, dsdir, capsys):
+    run, result = trained
+    common = ["--dataset", "tiny", "--dataset_dir", str(dsdir), "--json"]
+    (r_dir,) = evaler.main(["--checkpoint", str(run), *common])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["step"] == r_dir["step"] >= 40
+    assert set(out) >= {"accuracy", "per_class", "confusion", "checkpoint", "step"}
+    cm = np.array(out["confusion"])
+    assert cm.shape == (3, 3) and cm.sum() == 30
+    assert out["accuracy"] == pytest.approx(np.trace(cm) / 30)
+    (r_file,) = evaler.main(["--checkpoint", str(run / "ckpt" / "ckpt-40"), *common])
+    assert r_file["step"] == 40 and r_file["accuracy"] == pytest.approx(result["test_accuracy"])
+    assert Path(r_file["samples_png"]).exists()
+
+
+def test_evaler_all_evaluates_every_kept_checkpoint(trained, dsdir):
+    run, _ = trained
+    reports = evaler.main(["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir), "--all"])
+    assert [r["step"] for r in reports] == sorted(r["step"] for r in reports) and len(reports) == 3
+
+
+def test_evaler_prints_confusion_matrix_with_class_names(trained, dsdir, capsys):
+    run, _ = trained
+    evaler.main(["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir)])
+    out = capsys.readouterr().out
+    assert "test accuracy:" in out and "confusion matrix" in out and "class2" in out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--input_height", "13"], "--input_height 13 does not match the run"),
+    (["--num_class", "4"], "--num_class 4 does not match the run"),
+    (["--arch", "conv"], "--arch conv does not match the run"),
+])
+def test_evaler_flags_that_disagree_with_the_run_are_clear_errors(trained, dsdir, capsys, flags, message):
+    run, _ = trained
+    with pytest.raises(SystemExit) as e:
+        evaler.main(["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir), *flags])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_supervised_only_trains_the_classifier_without_a_gan(dsdir, tmp_path):
+    result = train(dsdir, tmp_path / "sup", "--max_steps", "20", "--supervised_only")
+    assert result["test_accuracy"] > 0.6
+    loss_g = scalars(tmp_path / "sup", "train/loss_g")
+    assert set(loss_g.values()) == {0.0}
+
+
+@pytest.mark.parametrize("head,g_loss", [("nplus1", "gan"), ("implicit", "fm")])
+def test_heads_and_generator_losses_train(dsdir, tmp_path, head, g_loss):
+    result = train(dsdir, tmp_path / "r", "--max_steps", "20", "--head", head, "--g_loss", g_loss,
+                   "--g_steps", "2", "--label_smoothing", "0.1", "--entropy_weight", "0.1", "--pt_weight", "0.1")
+    assert np.isfinite(result["test_accuracy"]) and result["step"] == 20
+
+
+def test_conv_arch_trains_on_odd_rgb_size(tmp_path):
+    make_tiny_dataset(tmp_path, "rgb", shape=(10, 14, 3))
+    result = trainer.main(["--dataset", "rgb", "--dataset_dir", str(tmp_path), "--train_dir", str(tmp_path / "r"),
+                           "--num_labeled", "30", *TINY_FLAGS, "--arch", "conv", "--d_width", "4",
+                           "--g_width", "4", "--max_steps", "10", "--augment"])
+    assert result["step"] == 10
+
+
+def test_max_steps_zero_builds_and_stops(dsdir, tmp_path, capsys):
+    result = train(dsdir, tmp_path / "r0", "--max_steps", "0")
+    assert result["step"] == 0 and "nothing trained" in capsys.readouterr().out
+
+
+def test_sigterm_saves_a_checkpoint_and_rerun_resumes(dsdir, tmp_path):
+    run = tmp_path / "sig"
+    cmd = [sys.executable, str(ROOT / "trainer.py"), "--dataset", "tiny", "--dataset_dir", str(dsdir),
+           "--train_dir", str(run), "--num_labeled", "30", *TINY_FLAGS, "--ckpt_every", "1000",
+           "--max_steps", "1000000"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((run / "logs").glob("events*")) and time.time() < deadline:  # first summary written
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Interrupted: saved" in out
+    saved = int(tf.train.latest_checkpoint(str(run / "ckpt")).rsplit("-", 1)[1])
+    assert saved > 0 and saved % 5 == 0  # a step at the end of a compiled chunk, not 0
+    result = train(dsdir, run, "--ckpt_every", "1000", "--max_steps", str(saved + 5))
+    assert result["step"] == saved + 5

@@ -1,0 +1,454 @@
+"""Train a semi-supervised GAN: the discriminator learns n classes from few labels and real-vs-fake
+from every image; at the end it is the classifier.
+
+    python trainer.py --dataset fashion_mnist --num_labeled 100
+    python trainer.py --dataset MY_SET --input_height 32 --input_width 32 --num_class 5
+
+A run dir holds config.json, the labelled indices, checkpoints, TensorBoard events and sample
+grids. Re-running the same command resumes the run; Ctrl-C or SIGTERM saves a checkpoint first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+import config
+import evaler
+import input_ops
+import model
+import ops
+from errors import UserError, exits_cleanly
+
+EPILOG = """examples:
+  python trainer.py --dataset fashion_mnist --num_labeled 100 --max_steps 6000
+  python trainer.py --dataset fashion_mnist --num_labeled 100 --supervised_only
+  python trainer.py --dataset MY_SET --input_height 32 --input_width 32 --num_class 5
+  tensorboard --logdir train_dir
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Trainer flags (data and model flags are shared with evaler.py via config.py)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                                formatter_class=config.HelpFormatter)
+    config.add_data_flags(p)
+    config.add_model_flags(p)
+    g = p.add_argument_group("semi-supervised protocol")
+    g.add_argument("--num_labeled", default="100",
+                   help="labelled training images, balanced over classes, or 'all' (fully supervised)")
+    g.add_argument("--supervised_only", action="store_true",
+                   help="train the same discriminator on the labelled subset alone: the baseline")
+    g.add_argument("--seed", type=int, default=0, help="seeds the labelled subset, data order, weights and noise")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--max_steps", type=int, default=None, help="training steps (default: from --epochs)")
+    g.add_argument("--epochs", type=float, default=10, help="epochs of the unlabelled set, if --max_steps is unset")
+    g.add_argument("--time_budget_min", type=float, default=None, help="stop (and save) after this many minutes")
+    g.add_argument("--lr", type=float, default=0.003, help="Adam learning rate of D and G")
+    g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (Salimans et al.: 0.5)")
+    g.add_argument("--lr_decay_start", type=float, default=0.5,
+                   help="fraction of max_steps after which the LR decays linearly to 0 (1: no decay)")
+    g.add_argument("--g_loss", choices=("fm", "gan"), default="fm", help="feature matching or non-saturating GAN loss")
+    g.add_argument("--g_steps", type=positive_or_zero, default=1, help="generator updates per discriminator update")
+    g.add_argument("--label_smoothing", type=float, default=0.0, help="one-sided: real target 1 - s")
+    g.add_argument("--unsup_weight", type=float, default=1.0, help="weight of D's real/fake loss")
+    g.add_argument("--entropy_weight", type=float, default=0.0, help="entropy minimisation on unlabelled (Dai et al.)")
+    g.add_argument("--pt_weight", type=float, default=0.0, help="pull-away term on generated features (Dai et al.)")
+    g.add_argument("--ema_decay", type=float, default=0.999, help="Polyak/EMA decay of D's weights used for eval")
+    g.add_argument("--augment", action="store_true", help="random 2-pixel translations of real images")
+    g.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False,
+                   help="XLA-compile the train step (off: XLA's CPU random numbers make noise/dropout nets slower)")
+    g = p.add_argument_group("run dir, checkpoints and summaries")
+    g.add_argument("--train_dir", default=None,
+                   help="run dir (default: <runs_dir>/<dataset>-<head>-<arch>-<num_labeled>-<time>, or the "
+                        "unfinished run of the same config there)")
+    g.add_argument("--runs_dir", default="train_dir", help="parent of default run dirs")
+    g.add_argument("--new_run", action="store_true", help="never resume an unfinished run by default")
+    g.add_argument("--ckpt_every", type=config.positive_int, default=1000, help="checkpoint every N steps")
+    g.add_argument("--keep", type=config.positive_int, default=3, help="checkpoints kept")
+    g.add_argument("--eval_every", type=config.positive_int, default=1000, help="test accuracy every N steps")
+    g.add_argument("--summary_every", type=config.positive_int, default=100, help="scalar summaries every N steps")
+    g.add_argument("--steps_per_loop", type=config.positive_int, default=50,
+                   help="training steps per compiled call (at most summary_every)")
+    args = p.parse_args(argv)
+    args.num_labeled = _parse_num_labeled(args.num_labeled)
+    return args
+
+
+def positive_or_zero(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _parse_num_labeled(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--num_labeled must be a number or 'all', got {text!r}") from None
+
+
+# ---------------------------------------------------------------- run dir
+
+
+def prepare_run_dir(args: argparse.Namespace, info) -> Path:
+    """Choose the run dir (a new one, or the one to resume) and write or check its config.json."""
+    record = {k: v for k, v in vars(args).items() if k not in RUN_ONLY_KEYS}
+    record["dataset_info"] = {"height": info.height, "width": info.width, "channels": info.channels,
+                              "num_class": info.num_class, "class_names": info.class_names}
+    run = Path(args.train_dir) if args.train_dir else _default_run_dir(args, record)
+    cfg_path = run / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        diff = [k for k in sorted(set(old) | set(record)) if k not in RESUMABLE_KEYS and old.get(k) != record.get(k)]
+        if diff:
+            k = diff[0]
+            raise UserError(f"{run} was trained with --{k} {old.get(k)!r}, not {record.get(k)!r}; "
+                            f"pass the same flags to resume it, or choose a new --train_dir")
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(cfg_path, record)
+    except OSError as e:
+        raise UserError(f"cannot write to run dir {run} ({e.strerror}); choose a writable --train_dir") from None
+    return run
+
+
+# Flags that may change between a run and its resumption, and flags that are not the run's.
+RESUMABLE_KEYS = {"max_steps", "epochs", "time_budget_min", "ckpt_every", "keep", "eval_every", "summary_every",
+                  "steps_per_loop", "in_memory", "memory_budget_gb", "jit"}
+RUN_ONLY_KEYS = {"train_dir", "runs_dir", "new_run", "dataset_dir", "data_dir"}
+
+
+def _default_run_dir(args: argparse.Namespace, record: dict) -> Path:
+    labels = "all" if args.num_labeled is None else args.num_labeled
+    mode = "sup" if args.supervised_only else args.head
+    prefix = f"{args.dataset}-{mode}-{args.arch}-{labels}-"
+    root = Path(args.runs_dir)
+    if not args.new_run and root.is_dir():
+        for run in sorted(root.glob(prefix + "*"), reverse=True):
+            cfg = run / "config.json"
+            if cfg.exists() and not (run / "result.json").exists():
+                old = json.loads(cfg.read_text())
+                if all(old.get(k) == v for k, v in record.items() if k not in RESUMABLE_KEYS):
+                    print(f"Resuming the unfinished run {run} (same flags); --new_run starts afresh.")
+                    return run
+    return root / (prefix + time.strftime("%Y%m%d-%H%M%S"))
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def labeled_indices(run: Path, labels: np.ndarray, args: argparse.Namespace, num_class: int) -> np.ndarray:
+    """The labelled subset: read from the run dir when resuming, else drawn (balanced, seeded) and saved."""
+    path = run / "labeled_indices.json"
+    if path.exists():
+        return np.asarray(json.loads(path.read_text()), dtype=np.int64)
+    idx = input_ops.select_labeled(labels, args.num_labeled, num_class, args.seed)
+    _write_json_atomic(path, idx.tolist())
+    return idx
+
+
+# ---------------------------------------------------------------- signals
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set a flag that the loop checks between compiled calls; a second Ctrl-C aborts."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame):
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+
+# ---------------------------------------------------------------- the model state and one step
+
+
+class GAN(tf.Module):
+    """Everything a checkpoint holds: both networks, D's EMA copy, optimisers, step and noise RNG."""
+
+    def __init__(self, args: argparse.Namespace, shape: tuple[int, int, int], num_class: int):
+        super().__init__(name="gan")
+        keras_seed(args.seed)
+        self.D = model.build_discriminator(args.arch, shape, num_class, args.head, args.d_width)
+        self.D_ema = model.build_discriminator(args.arch, shape, num_class, args.head, args.d_width)
+        self.G = model.build_generator(args.arch, shape, args.z_dim, args.g_width)
+        for e, v in zip(self.D_ema.weights, self.D.weights):
+            e.assign(v)
+        self.opt_d = tf.keras.optimizers.Adam(args.lr, beta_1=args.beta1)
+        self.opt_g = tf.keras.optimizers.Adam(args.lr, beta_1=args.beta1)
+        # Keras 3 optimisers create slots lazily; build them so a restore fills every variable.
+        self.opt_d.build(self.D.trainable_variables)
+        self.opt_g.build(self.G.trainable_variables)
+        self.step = tf.Variable(0, dtype=tf.int64, name="step")
+        self.rng = tf.random.Generator.from_seed(args.seed)
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        """The tf.train.Checkpoint of this state (the evaler restores parts of it)."""
+        return tf.train.Checkpoint(D=self.D, D_ema=self.D_ema, G=self.G, opt_d=self.opt_d, opt_g=self.opt_g,
+                                   step=self.step, rng=self.rng)
+
+
+def keras_seed(seed: int) -> None:
+    """Seed weight initialisers and Keras' dropout/noise layers."""
+    import keras
+    keras.utils.set_random_seed(seed)
+
+
+METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_g", "acc_lab", "p_real", "p_fake")
+
+
+def make_train_loop(gan: GAN, args: argparse.Namespace, batch: int):
+    """A tf.function running n steps from the two iterators; returns metric sums and D's last probabilities."""
+    sums = {k: tf.Variable(0.0, trainable=False, name=k) for k in METRICS}
+    count = tf.Variable(0.0, trainable=False)
+    D, G, opt_d, opt_g = gan.D, gan.G, gan.opt_d, gan.opt_g
+    ema_pairs = list(zip(gan.D_ema.trainable_variables, D.trainable_variables))
+
+    def d_step(x_lab, y_lab, x_unl):
+        z = gan.rng.normal([batch, args.z_dim])
+        n_l, n_u = tf.shape(x_lab)[0], tf.shape(x_unl)[0]
+        with tf.GradientTape() as tape:
+            if args.supervised_only:
+                logits, _, _ = D(x_lab, training=True)
+                loss_sup = ops.supervised_loss(logits, y_lab)
+                loss_unsup = loss_ent = tf.constant(0.0)
+                p_real = p_fake = tf.zeros([batch])
+            else:
+                # One pass over labelled, unlabelled and generated images: D has no batch statistics,
+                # so this equals three passes and runs faster.
+                x_fake = G(z, training=True)
+                logits, fake, _ = D(tf.concat([x_lab, x_unl, x_fake], 0), training=True)
+                real = ops.real_logit(logits, fake)
+                loss_sup = ops.supervised_loss(logits[:n_l], y_lab)
+                loss_unsup = ops.unsupervised_loss(real[n_l:n_l + n_u], real[n_l + n_u:], args.label_smoothing)
+                loss_ent = ops.entropy_loss(logits[n_l:n_l + n_u])
+                p_real, p_fake = tf.sigmoid(real[n_l:n_l + n_u]), tf.sigmoid(real[n_l + n_u:])
+            loss_d = loss_sup + args.unsup_weight * loss_unsup + args.entropy_weight * loss_ent
+        opt_d.apply_gradients(zip(tape.gradient(loss_d, D.trainable_variables), D.trainable_variables))
+        # EMA warm-up as tf.train.ExponentialMovingAverage(num_updates): short runs still average.
+        t = tf.cast(gan.step, tf.float32)
+        decay = tf.minimum(args.ema_decay, (1.0 + t) / (10.0 + t))
+        for e, v in ema_pairs:
+            e.assign(decay * e + (1.0 - decay) * v)
+        return dict(loss_d=loss_d, loss_sup=loss_sup, loss_unsup=loss_unsup, loss_ent=loss_ent,
+                    acc_lab=ops.accuracy(logits[:n_l], y_lab)), p_real, p_fake
+
+    def g_step(x_unl):
+        z = gan.rng.normal([batch, args.z_dim])
+        with tf.GradientTape() as tape:
+            x_fake = G(z, training=True)
+            logits, fake, feats = D(tf.concat([x_unl, x_fake], 0), training=True)
+            n_u = tf.shape(x_unl)[0]
+            if args.g_loss == "fm":
+                loss_g = ops.feature_matching_loss(tf.stop_gradient(feats[:n_u]), feats[n_u:])
+            else:
+                loss_g = ops.generator_gan_loss(ops.real_logit(logits[n_u:], fake[n_u:]))
+            if args.pt_weight:
+                loss_g += args.pt_weight * ops.pull_away_loss(feats[n_u:])
+        opt_g.apply_gradients(zip(tape.gradient(loss_g, G.trainable_variables), G.trainable_variables))
+        return loss_g
+
+    def step(x_lab, y_lab, x_unl):
+        m, p_real, p_fake = d_step(x_lab, y_lab, x_unl)
+        m["loss_g"] = tf.constant(0.0)
+        if not args.supervised_only:
+            for _ in range(args.g_steps):
+                m["loss_g"] = g_step(x_unl)
+        m["p_real"], m["p_fake"] = tf.reduce_mean(p_real), tf.reduce_mean(p_fake)
+        return m, p_real, p_fake
+
+    compiled_step = tf.function(step, jit_compile=args.jit)
+
+    @tf.function
+    def loop(lab_iter, unl_iter, n):
+        p_real = p_fake = tf.zeros([batch])
+        for _ in tf.range(n):
+            x_lab, y_lab = next(lab_iter)
+            x_unl = next(unl_iter)
+            m, p_real, p_fake = compiled_step(x_lab, y_lab, x_unl)
+            for k in METRICS:
+                sums[k].assign_add(m[k])
+            count.assign_add(1.0)
+            gan.step.assign_add(1)
+        return p_real, p_fake
+
+    def read_and_reset() -> dict[str, float]:
+        out = {k: float(v.numpy() / max(count.numpy(), 1.0)) for k, v in sums.items()}
+        for v in (*sums.values(), count):
+            v.assign(0.0)
+        return out
+
+    return loop, read_and_reset
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def learning_rate(args: argparse.Namespace, step: int, max_steps: int) -> float:
+    """Constant, then linear decay to 0 over the last (1 - lr_decay_start) of training."""
+    start = args.lr_decay_start * max_steps
+    if step < start or max_steps <= start:
+        return args.lr
+    return args.lr * max(0.0, (max_steps - step) / (max_steps - start))
+
+
+def train(args: argparse.Namespace) -> dict:
+    """The whole run: data, model, restore, loop with summaries/eval/checkpoints, final result."""
+    path, info = config.resolve_dataset(args)
+    if args.time_budget_min is not None and args.time_budget_min <= 0:
+        raise UserError("--time_budget_min must be positive")
+    run = prepare_run_dir(args, info)
+    train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb)
+    test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb)
+    lab_idx = labeled_indices(run, train_split.labels, args, info.num_class)
+    n_unl = len(train_split)
+    max_steps = args.max_steps if args.max_steps is not None else max(1, int(args.epochs * n_unl / args.batch_size))
+    if max_steps < 0:
+        raise UserError(f"--max_steps must be >= 0, got {max_steps}")
+
+    gan = GAN(args, info.shape, info.num_class)
+    ckpt = gan.checkpoint()
+    manager = tf.train.CheckpointManager(ckpt, str(run / "ckpt"), max_to_keep=args.keep)
+    restore(ckpt, manager, run)
+    start = int(gan.step.numpy())
+    if max_steps == 0:
+        print(f"Built the model in {run} (max_steps 0): nothing trained.")
+        return {"run_dir": str(run), "step": start}
+
+    lab = input_ops.labeled_stream(train_split, lab_idx, args.batch_size, args.seed, start, args.augment)
+    unl = input_ops.unlabeled_stream(train_split, args.batch_size, args.seed, start, args.augment)
+    loop, read_metrics = make_train_loop(gan, args, args.batch_size)
+    writer = tf.summary.create_file_writer(str(run / "logs"))
+    z_fixed = tf.random.stateless_normal([100, args.z_dim], seed=[args.seed, 7])
+    print(f"Training {run} on {args.dataset}: {len(lab_idx)} labelled of {n_unl} train images, "
+          f"{len(test_split)} test; steps {start} -> {max_steps}.  TensorBoard: tensorboard --logdir {run.parent}")
+    stop = StopFlag()
+    try:
+        status = _loop(args, gan, manager, writer, loop, read_metrics, iter(lab), iter(unl), test_split, run,
+                       info, z_fixed, max_steps, stop)
+    finally:
+        stop.restore()
+    return _finish(args, gan, manager, writer, test_split, run, info, z_fixed, status)
+
+
+def restore(ckpt: tf.train.Checkpoint, manager: tf.train.CheckpointManager, run: Path) -> None:
+    """Resume from the latest checkpoint in the run dir, if any; a mismatch is a clear error."""
+    if manager.latest_checkpoint is None:
+        return
+    try:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as e:
+        raise UserError(f"the checkpoint in {run} does not match these flags ({str(e).splitlines()[0][:200]}); "
+                        "pass the flags it was trained with, or choose a new --train_dir") from None
+    print(f"Resumed from {manager.latest_checkpoint} at step {int(ckpt.step.numpy())}.")
+
+
+def _loop(args, gan, manager, writer, loop, read_metrics, lab_iter, unl_iter, test_split, run, info, z_fixed,
+          max_steps, stop) -> str:
+    """Run compiled chunks of steps until max_steps, the time budget or a signal; returns why it stopped."""
+    deadline = time.time() + 60 * args.time_budget_min if args.time_budget_min else None
+    step = int(gan.step.numpy())
+    events = (args.summary_every, args.eval_every, args.ckpt_every)
+    bar = tqdm(total=max_steps, initial=step, unit="step", dynamic_ncols=True, mininterval=2.0)
+    while step < max_steps:
+        n = min(args.steps_per_loop, max_steps - step, *(e - step % e for e in events))
+        lr = learning_rate(args, step, max_steps)
+        gan.opt_d.learning_rate.assign(lr)
+        gan.opt_g.learning_rate.assign(lr)
+        p_real, p_fake = loop(lab_iter, unl_iter, tf.constant(n))
+        step += n
+        bar.update(n)
+        if step % args.summary_every == 0 or step == max_steps:
+            m = read_metrics()
+            if not all(np.isfinite(v) for v in m.values()):
+                bar.close()
+                raise UserError(f"training diverged at step {step} (a loss is NaN/Inf: {m}); the last good "
+                                f"checkpoint {manager.latest_checkpoint} is kept; lower --lr and resume")
+            bar.set_postfix({k: f"{m[k]:.3g}" for k in ("loss_d", "loss_g", "acc_lab")}, refresh=False)
+            _write_scalars(writer, step, m, lr, p_real, p_fake)
+        if step % args.eval_every == 0 and step < max_steps:
+            acc = evaler.accuracy_of(gan.D_ema, test_split, args.batch_size * 5, info.num_class)
+            bar.write(f"step {step}: test accuracy {acc:.4f}")
+            with writer.as_default(step=step):
+                tf.summary.scalar("test/accuracy", acc)
+            _write_samples(writer, gan, z_fixed, run, step)
+        if step % args.ckpt_every == 0:
+            manager.save(checkpoint_number=step)
+        if stop or (deadline and time.time() > deadline):
+            bar.close()
+            return "signal" if stop else "time"
+    bar.close()
+    return "done"
+
+
+def _write_scalars(writer, step: int, m: dict, lr: float, p_real, p_fake) -> None:
+    with writer.as_default(step=step):
+        for k, v in m.items():
+            tf.summary.scalar(f"train/{k}", v)
+        tf.summary.scalar("train/lr", lr)
+        tf.summary.histogram("D/p_real_unlabeled", p_real)
+        tf.summary.histogram("D/p_real_generated", p_fake)
+
+
+def _write_samples(writer, gan: GAN, z_fixed, run: Path, step: int) -> None:
+    grid = evaler.image_grid(gan.G(z_fixed, training=False).numpy())
+    with writer.as_default(step=step):
+        tf.summary.image("samples", grid[None])
+    evaler.save_png(grid, run / "samples" / f"step_{step:07d}.png")
+
+
+def _finish(args, gan, manager, writer, test_split, run, info, z_fixed, status: str) -> dict:
+    step = int(gan.step.numpy())
+    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
+        manager.save(checkpoint_number=step)
+    if status == "signal":
+        print(f"Interrupted: saved {manager.latest_checkpoint} at step {step}; re-run the same command to resume.")
+        sys.exit(130)
+    acc = evaler.accuracy_of(gan.D_ema, test_split, args.batch_size * 5, info.num_class)
+    with writer.as_default(step=step):
+        tf.summary.scalar("test/accuracy", acc)
+    if not args.supervised_only:
+        _write_samples(writer, gan, z_fixed, run, step)
+    writer.flush()
+    result = {"run_dir": str(run), "checkpoint": manager.latest_checkpoint, "step": step,
+              "test_accuracy": acc, "stopped_by": status}
+    if status == "done":
+        _write_json_atomic(run / "result.json", result)
+    print(f"Step {step}: test accuracy {acc:.4f} ({len(test_split)} test images). Checkpoint: "
+          f"{manager.latest_checkpoint}")
+    return result
+
+
+@exits_cleanly
+def main(argv: list[str] | None = None) -> dict:
+    """Parse flags, train, evaluate; returns the final result (also written to result.json)."""
+    return train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
