@@ -62,6 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--entropy_weight", type=float, default=0.0, help="entropy minimisation on unlabelled (Dai et al.)")
     g.add_argument("--pt_weight", type=float, default=0.0, help="pull-away term on generated features (Dai et al.)")
     g.add_argument("--ema_decay", type=float, default=0.999, help="Polyak/EMA decay of D's weights used for eval")
+    g.add_argument("--nan_policy", choices=("stop", "restore"), default="stop",
+                   help="on a NaN/Inf loss: stop (keeping the last good checkpoint), or roll back and halve the LR")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic ops (tf.config.experimental.enable_op_determinism): a resumed run ends "
+                        "bit-identical to an uninterrupted one")
     g.add_argument("--augment", action="store_true", help="random 2-pixel translations of real images")
     g.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False,
                    help="XLA-compile the train step (off: XLA's CPU random numbers make noise/dropout nets slower)")
@@ -102,8 +107,8 @@ def _parse_num_labeled(text: str) -> int | None:
 # ---------------------------------------------------------------- run dir
 
 
-def prepare_run_dir(args: argparse.Namespace, info) -> Path:
-    """Choose the run dir (a new one, or the one to resume) and write or check its config.json."""
+def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
+    """The run dir (a new one, or the one to resume) and the config record; writes nothing."""
     record = {k: v for k, v in vars(args).items() if k not in RUN_ONLY_KEYS}
     record["dataset_info"] = {"height": info.height, "width": info.width, "channels": info.channels,
                               "num_class": info.num_class, "class_names": info.class_names}
@@ -116,17 +121,26 @@ def prepare_run_dir(args: argparse.Namespace, info) -> Path:
             k = diff[0]
             raise UserError(f"{run} was trained with --{k} {old.get(k)!r}, not {record.get(k)!r}; "
                             f"pass the same flags to resume it, or choose a new --train_dir")
+    elif run.exists() and not run.is_dir():
+        raise UserError(f"--train_dir {run} is a file; choose a folder")
+    return run, record
+
+
+def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray) -> None:
+    """Create the run dir with its config.json and labelled indices; an unwritable dir is a clear error."""
     try:
         run.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(cfg_path, record)
+        _write_json_atomic(run / "config.json", record)
+        if not (run / "labeled_indices.json").exists():
+            _write_json_atomic(run / "labeled_indices.json", lab_idx.tolist())
     except OSError as e:
-        raise UserError(f"cannot write to run dir {run} ({e.strerror}); choose a writable --train_dir") from None
-    return run
+        raise UserError(f"cannot write to run dir {run} ({e.strerror}); choose a writable --train_dir, "
+                        "or free space") from None
 
 
 # Flags that may change between a run and its resumption, and flags that are not the run's.
-RESUMABLE_KEYS = {"max_steps", "epochs", "time_budget_min", "ckpt_every", "keep", "eval_every", "summary_every",
-                  "steps_per_loop", "in_memory", "memory_budget_gb", "jit"}
+RESUMABLE_KEYS = {"lr", "max_steps", "epochs", "time_budget_min", "ckpt_every", "keep", "eval_every", "summary_every",
+                  "steps_per_loop", "in_memory", "memory_budget_gb", "jit", "nan_policy"}
 RUN_ONLY_KEYS = {"train_dir", "runs_dir", "new_run", "dataset_dir", "data_dir"}
 
 
@@ -153,13 +167,11 @@ def _write_json_atomic(path: Path, obj) -> None:
 
 
 def labeled_indices(run: Path, labels: np.ndarray, args: argparse.Namespace, num_class: int) -> np.ndarray:
-    """The labelled subset: read from the run dir when resuming, else drawn (balanced, seeded) and saved."""
+    """The labelled subset: read from the run dir when resuming, else drawn (balanced, seeded)."""
     path = run / "labeled_indices.json"
     if path.exists():
         return np.asarray(json.loads(path.read_text()), dtype=np.int64)
-    idx = input_ops.select_labeled(labels, args.num_labeled, num_class, args.seed)
-    _write_json_atomic(path, idx.tolist())
-    return idx
+    return input_ops.select_labeled(labels, args.num_labeled, num_class, args.seed)
 
 
 # ---------------------------------------------------------------- signals
@@ -205,12 +217,16 @@ class GAN(tf.Module):
         self.opt_d.build(self.D.trainable_variables)
         self.opt_g.build(self.G.trainable_variables)
         self.step = tf.Variable(0, dtype=tf.int64, name="step")
+        self.lr_scale = tf.Variable(1.0, name="lr_scale")  # halved by each --nan_policy restore
         self.rng = tf.random.Generator.from_seed(args.seed)
 
     def checkpoint(self) -> tf.train.Checkpoint:
         """The tf.train.Checkpoint of this state (the evaler restores parts of it)."""
+        # Keras 3 does not checkpoint the states of dropout/noise seed generators with the model:
+        # list them, so a resumed run draws the same noise as an uninterrupted one.
+        seeds = [v for v in self.D.variables + self.G.variables if "seed_generator_state" in v.path]
         return tf.train.Checkpoint(D=self.D, D_ema=self.D_ema, G=self.G, opt_d=self.opt_d, opt_g=self.opt_g,
-                                   step=self.step, rng=self.rng)
+                                   step=self.step, rng=self.rng, lr_scale=self.lr_scale, seeds=seeds)
 
 
 def keras_seed(seed: int) -> None:
@@ -287,15 +303,17 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, batch: int):
     @tf.function
     def loop(lab_iter, unl_iter, n):
         p_real = p_fake = tf.zeros([batch])
+        finite = tf.constant(True)
         for _ in tf.range(n):
             x_lab, y_lab = next(lab_iter)
             x_unl = next(unl_iter)
             m, p_real, p_fake = compiled_step(x_lab, y_lab, x_unl)
             for k in METRICS:
                 sums[k].assign_add(m[k])
+            finite = tf.logical_and(finite, tf.math.is_finite(m["loss_d"] + m["loss_g"]))
             count.assign_add(1.0)
             gan.step.assign_add(1)
-        return p_real, p_fake
+        return p_real, p_fake, finite
 
     def read_and_reset() -> dict[str, float]:
         out = {k: float(v.numpy() / max(count.numpy(), 1.0)) for k, v in sums.items()}
@@ -319,91 +337,157 @@ def learning_rate(args: argparse.Namespace, step: int, max_steps: int) -> float:
 
 def train(args: argparse.Namespace) -> dict:
     """The whole run: data, model, restore, loop with summaries/eval/checkpoints, final result."""
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
     path, info = config.resolve_dataset(args)
-    if args.time_budget_min is not None and args.time_budget_min <= 0:
-        raise UserError("--time_budget_min must be positive")
-    run = prepare_run_dir(args, info)
+    # Everything is checked before the run dir is made: a bad flag leaves nothing behind.
+    run, record = choose_run_dir(args, info)
     train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb)
     test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb)
     lab_idx = labeled_indices(run, train_split.labels, args, info.num_class)
-    n_unl = len(train_split)
-    max_steps = args.max_steps if args.max_steps is not None else max(1, int(args.epochs * n_unl / args.batch_size))
-    if max_steps < 0:
-        raise UserError(f"--max_steps must be >= 0, got {max_steps}")
-
+    check_sizes(args, len(train_split), len(test_split))
+    max_steps = args.max_steps if args.max_steps is not None else max(1, int(args.epochs * len(train_split)
+                                                                            / args.batch_size))
     gan = GAN(args, info.shape, info.num_class)
-    ckpt = gan.checkpoint()
-    manager = tf.train.CheckpointManager(ckpt, str(run / "ckpt"), max_to_keep=args.keep)
-    restore(ckpt, manager, run)
-    start = int(gan.step.numpy())
+    write_run_dir(run, record, lab_idx)
+    manager = tf.train.CheckpointManager(gan.checkpoint(), str(run / "ckpt"), max_to_keep=args.keep)
+    restore(gan, manager, run)
     if max_steps == 0:
         print(f"Built the model in {run} (max_steps 0): nothing trained.")
-        return {"run_dir": str(run), "step": start}
-
-    lab = input_ops.labeled_stream(train_split, lab_idx, args.batch_size, args.seed, start, args.augment)
-    unl = input_ops.unlabeled_stream(train_split, args.batch_size, args.seed, start, args.augment)
+        return {"run_dir": str(run), "step": int(gan.step.numpy())}
     loop, read_metrics = make_train_loop(gan, args, args.batch_size)
     writer = tf.summary.create_file_writer(str(run / "logs"))
     z_fixed = tf.random.stateless_normal([100, args.z_dim], seed=[args.seed, 7])
-    print(f"Training {run} on {args.dataset}: {len(lab_idx)} labelled of {n_unl} train images, "
-          f"{len(test_split)} test; steps {start} -> {max_steps}.  TensorBoard: tensorboard --logdir {run.parent}")
+    print(f"Training {run} on {args.dataset}: {len(lab_idx)} labelled of {len(train_split)} train images, "
+          f"{len(test_split)} test; steps {int(gan.step.numpy())} -> {max_steps}.  "
+          f"TensorBoard: tensorboard --logdir {run.parent}")
+    ctx = RunContext(args, gan, manager, writer, loop, read_metrics, train_split, test_split, lab_idx, run,
+                     info, z_fixed, max_steps)
     stop = StopFlag()
     try:
-        status = _loop(args, gan, manager, writer, loop, read_metrics, iter(lab), iter(unl), test_split, run,
-                       info, z_fixed, max_steps, stop)
+        status = _loop(ctx, stop)
     finally:
         stop.restore()
-    return _finish(args, gan, manager, writer, test_split, run, info, z_fixed, status)
+    return _finish(ctx, status)
 
 
-def restore(ckpt: tf.train.Checkpoint, manager: tf.train.CheckpointManager, run: Path) -> None:
-    """Resume from the latest checkpoint in the run dir, if any; a mismatch is a clear error."""
-    if manager.latest_checkpoint is None:
+def check_sizes(args: argparse.Namespace, n_train: int, n_test: int) -> None:
+    """Flag values that no run could use, stated before anything is written."""
+    if args.max_steps is not None and args.max_steps < 0:
+        raise UserError(f"--max_steps must be >= 0, got {args.max_steps}")
+    if args.epochs <= 0:
+        raise UserError(f"--epochs must be positive, got {args.epochs}")
+    if args.time_budget_min is not None and args.time_budget_min <= 0:
+        raise UserError(f"--time_budget_min must be positive, got {args.time_budget_min}")
+    if args.batch_size > n_train:
+        raise UserError(f"--batch_size {args.batch_size} is larger than the {n_train} training images; lower it")
+    if n_test == 0:
+        raise UserError("the dataset has no test images, so accuracy cannot be measured; add a test split")
+
+
+class RunContext:
+    """What the loop and the end of a run share (a plain record of the objects built in train)."""
+
+    def __init__(self, args, gan, manager, writer, loop, read_metrics, train_split, test_split, lab_idx, run,
+                 info, z_fixed, max_steps):
+        self.args, self.gan, self.manager, self.writer = args, gan, manager, writer
+        self.loop, self.read_metrics = loop, read_metrics
+        self.train_split, self.test_split, self.lab_idx = train_split, test_split, lab_idx
+        self.run, self.info, self.z_fixed, self.max_steps = run, info, z_fixed, max_steps
+
+    def iterators(self):
+        """Fresh labelled and unlabelled iterators positioned at the current step."""
+        a, step = self.args, int(self.gan.step.numpy())
+        lab = input_ops.labeled_stream(self.train_split, self.lab_idx, a.batch_size, a.seed, step, a.augment)
+        unl = input_ops.unlabeled_stream(self.train_split, a.batch_size, a.seed, step, a.augment)
+        return iter(lab), iter(unl)
+
+    def test_accuracy(self) -> float:
+        return evaler.accuracy_of(self.gan.D_ema, self.test_split, self.args.batch_size * 5, self.info.num_class)
+
+
+def restore(gan: GAN, manager: tf.train.CheckpointManager, run: Path) -> None:
+    """Resume from the newest readable checkpoint in the run dir, if any; a model mismatch is a clear error.
+
+    A checkpoint that cannot be read (e.g. its files were cut by a crash) is skipped with a warning
+    and the one before it is used.
+    """
+    ckpt = gan.checkpoint()
+    for path in reversed(manager.checkpoints):
+        try:
+            ckpt.restore(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, IndexError) as e:  # files cut short or missing
+            print(f"warning: checkpoint {path} is unreadable ({type(e).__name__}); trying the one before it",
+                  file=sys.stderr)
+            continue
+        except (ValueError, AssertionError) as e:
+            raise UserError(f"the checkpoint in {run} does not match these flags ({str(e).splitlines()[0][:200]}); "
+                            "pass the flags it was trained with, or choose a new --train_dir") from None
+        print(f"Resumed from {path} at step {int(gan.step.numpy())}.")
         return
-    try:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as e:
-        raise UserError(f"the checkpoint in {run} does not match these flags ({str(e).splitlines()[0][:200]}); "
-                        "pass the flags it was trained with, or choose a new --train_dir") from None
-    print(f"Resumed from {manager.latest_checkpoint} at step {int(ckpt.step.numpy())}.")
+    if manager.checkpoints:
+        raise UserError(f"no checkpoint in {run / 'ckpt'} is readable; delete that folder to start the run afresh")
 
 
-def _loop(args, gan, manager, writer, loop, read_metrics, lab_iter, unl_iter, test_split, run, info, z_fixed,
-          max_steps, stop) -> str:
+def _loop(ctx: RunContext, stop: StopFlag) -> str:
     """Run compiled chunks of steps until max_steps, the time budget or a signal; returns why it stopped."""
+    args, gan, max_steps = ctx.args, ctx.gan, ctx.max_steps
     deadline = time.time() + 60 * args.time_budget_min if args.time_budget_min else None
+    lab_iter, unl_iter = ctx.iterators()
     step = int(gan.step.numpy())
     events = (args.summary_every, args.eval_every, args.ckpt_every)
     bar = tqdm(total=max_steps, initial=step, unit="step", dynamic_ncols=True, mininterval=2.0)
     while step < max_steps:
         n = min(args.steps_per_loop, max_steps - step, *(e - step % e for e in events))
-        lr = learning_rate(args, step, max_steps)
+        lr = learning_rate(args, step, max_steps) * float(gan.lr_scale.numpy())
         gan.opt_d.learning_rate.assign(lr)
         gan.opt_g.learning_rate.assign(lr)
-        p_real, p_fake = loop(lab_iter, unl_iter, tf.constant(n))
+        p_real, p_fake, finite = ctx.loop(lab_iter, unl_iter, tf.constant(n))
+        if not bool(finite):
+            _on_divergence(ctx, step + n, bar)
+            lab_iter, unl_iter = ctx.iterators()
+            step = int(gan.step.numpy())
+            bar.reset(total=max_steps)
+            bar.update(step)
+            continue
         step += n
         bar.update(n)
         if step % args.summary_every == 0 or step == max_steps:
-            m = read_metrics()
-            if not all(np.isfinite(v) for v in m.values()):
-                bar.close()
-                raise UserError(f"training diverged at step {step} (a loss is NaN/Inf: {m}); the last good "
-                                f"checkpoint {manager.latest_checkpoint} is kept; lower --lr and resume")
+            m = ctx.read_metrics()
             bar.set_postfix({k: f"{m[k]:.3g}" for k in ("loss_d", "loss_g", "acc_lab")}, refresh=False)
-            _write_scalars(writer, step, m, lr, p_real, p_fake)
+            _write_scalars(ctx.writer, step, m, lr, p_real, p_fake)
         if step % args.eval_every == 0 and step < max_steps:
-            acc = evaler.accuracy_of(gan.D_ema, test_split, args.batch_size * 5, info.num_class)
+            acc = ctx.test_accuracy()
             bar.write(f"step {step}: test accuracy {acc:.4f}")
-            with writer.as_default(step=step):
+            with ctx.writer.as_default(step=step):
                 tf.summary.scalar("test/accuracy", acc)
-            _write_samples(writer, gan, z_fixed, run, step)
+            _write_samples(ctx, step)
         if step % args.ckpt_every == 0:
-            manager.save(checkpoint_number=step)
+            ctx.manager.save(checkpoint_number=step)
         if stop or (deadline and time.time() > deadline):
             bar.close()
             return "signal" if stop else "time"
     bar.close()
     return "done"
+
+
+MAX_NAN_RESTORES = 5
+
+
+def _on_divergence(ctx: RunContext, step: int, bar) -> None:
+    """A NaN/Inf loss: stop (keeping the last good checkpoint), or roll back and halve the LR."""
+    ctx.read_metrics()
+    last = ctx.manager.latest_checkpoint
+    ctx.restores = getattr(ctx, "restores", 0) + 1
+    if ctx.args.nan_policy != "restore" or last is None or ctx.restores > MAX_NAN_RESTORES:
+        bar.close()
+        kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint had been written yet"
+        raise UserError(f"training diverged by step {step} (a loss became NaN/Inf); {kept}; lower --lr "
+                        "(or pass --nan_policy restore) and re-run")
+    scale = float(ctx.gan.lr_scale.numpy()) / 2
+    restore(ctx.gan, ctx.manager, ctx.run)
+    ctx.gan.lr_scale.assign(scale)
+    bar.write(f"step {step}: a loss became NaN/Inf; rolled back to {last} and halved the LR (scale {scale:g})")
 
 
 def _write_scalars(writer, step: int, m: dict, lr: float, p_real, p_fake) -> None:
@@ -415,31 +499,32 @@ def _write_scalars(writer, step: int, m: dict, lr: float, p_real, p_fake) -> Non
         tf.summary.histogram("D/p_real_generated", p_fake)
 
 
-def _write_samples(writer, gan: GAN, z_fixed, run: Path, step: int) -> None:
-    grid = evaler.image_grid(gan.G(z_fixed, training=False).numpy())
-    with writer.as_default(step=step):
+def _write_samples(ctx: RunContext, step: int) -> None:
+    grid = evaler.image_grid(ctx.gan.G(ctx.z_fixed, training=False).numpy())
+    with ctx.writer.as_default(step=step):
         tf.summary.image("samples", grid[None])
-    evaler.save_png(grid, run / "samples" / f"step_{step:07d}.png")
+    evaler.save_png(grid, ctx.run / "samples" / f"step_{step:07d}.png")
 
 
-def _finish(args, gan, manager, writer, test_split, run, info, z_fixed, status: str) -> dict:
-    step = int(gan.step.numpy())
+def _finish(ctx: RunContext, status: str) -> dict:
+    """Save, evaluate and report at the end of a run (or exit 130 after a signal)."""
+    step, manager = int(ctx.gan.step.numpy()), ctx.manager
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
         manager.save(checkpoint_number=step)
     if status == "signal":
         print(f"Interrupted: saved {manager.latest_checkpoint} at step {step}; re-run the same command to resume.")
         sys.exit(130)
-    acc = evaler.accuracy_of(gan.D_ema, test_split, args.batch_size * 5, info.num_class)
-    with writer.as_default(step=step):
+    acc = ctx.test_accuracy()
+    with ctx.writer.as_default(step=step):
         tf.summary.scalar("test/accuracy", acc)
-    if not args.supervised_only:
-        _write_samples(writer, gan, z_fixed, run, step)
-    writer.flush()
-    result = {"run_dir": str(run), "checkpoint": manager.latest_checkpoint, "step": step,
+    if not ctx.args.supervised_only:
+        _write_samples(ctx, step)
+    ctx.writer.flush()
+    result = {"run_dir": str(ctx.run), "checkpoint": manager.latest_checkpoint, "step": step,
               "test_accuracy": acc, "stopped_by": status}
     if status == "done":
-        _write_json_atomic(run / "result.json", result)
-    print(f"Step {step}: test accuracy {acc:.4f} ({len(test_split)} test images). Checkpoint: "
+        _write_json_atomic(ctx.run / "result.json", result)
+    print(f"Step {step}: test accuracy {acc:.4f} ({len(ctx.test_split)} test images). Checkpoint: "
           f"{manager.latest_checkpoint}")
     return result
 

@@ -1,0 +1,178 @@
+"""Interrupts, faults and bad input: bit-identical resume, unreadable checkpoints, divergence, and a
+table of bad inputs that each give one clear line, exit status 2, and leave nothing written."""
+from __future__ import annotations
+
+import errno
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import download
+import evaler
+import trainer
+from tests.tiny import TINY_FLAGS, make_tiny_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def dsdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("datasets")
+    make_tiny_dataset(d)
+    make_tiny_dataset(d, "tiny_rgb", shape=(10, 14, 3))
+    return d
+
+
+def train_args(dsdir: Path, run: Path, *extra: str) -> list[str]:
+    return ["--dataset", "tiny", "--dataset_dir", str(dsdir), "--train_dir", str(run), "--num_labeled", "30",
+            *TINY_FLAGS, *extra]
+
+
+def weights(run: Path) -> dict[str, np.ndarray]:
+    """Every saved state tensor of the latest checkpoint, but the bookkeeping of how many saves were made."""
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run / "ckpt")))
+    skip = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/.ATTRIBUTES/VARIABLE_VALUE")
+    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map() if n not in skip}
+
+
+def test_interrupted_then_resumed_run_is_bit_identical(dsdir, tmp_path):
+    # No LR decay: the schedule depends on --max_steps, which differs between the two halves here.
+    flags = ["--deterministic", "--ckpt_every", "7", "--steps_per_loop", "7", "--lr_decay_start", "1"]
+    trainer.main(train_args(dsdir, tmp_path / "straight", *flags, "--max_steps", "21"))
+    trainer.main(train_args(dsdir, tmp_path / "resumed", *flags, "--max_steps", "14"))
+    trainer.main(train_args(dsdir, tmp_path / "resumed", *flags, "--max_steps", "21"))
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert a.keys() == b.keys() and len(a) > 20
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(dsdir, tmp_path, capsys):
+    run = tmp_path / "r"
+    trainer.main(train_args(dsdir, run, "--max_steps", "20"))
+    for f in (run / "ckpt").glob("ckpt-20.data-*"):
+        f.write_bytes(b"cut short by a crash")
+    result = trainer.main(train_args(dsdir, run, "--max_steps", "25"))
+    captured = capsys.readouterr()
+    assert "ckpt-20 is unreadable" in captured.err and "Resumed from" in captured.out
+    assert result["step"] == 25
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_checkpoint(dsdir, tmp_path, capsys):
+    run = tmp_path / "nan"
+    trainer.main(train_args(dsdir, run, "--max_steps", "10"))
+    with pytest.raises(SystemExit) as e:
+        trainer.main(train_args(dsdir, run, "--max_steps", "60", "--lr", "1e30"))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err and "ckpt-10 is kept" in err
+    assert tf.train.latest_checkpoint(str(run / "ckpt")).endswith("ckpt-10")
+    assert all(np.isfinite(w).all() for w in weights(run).values() if w.dtype.kind == "f")
+
+
+def test_nan_policy_restore_rolls_back_and_lowers_the_lr(dsdir, tmp_path, capsys):
+    run = tmp_path / "nanr"
+    trainer.main(train_args(dsdir, run, "--max_steps", "10"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # an LR of 1e30 diverges even after halving it 5 times
+        trainer.main(train_args(dsdir, run, "--max_steps", "60", "--lr", "1e30", "--nan_policy", "restore"))
+    out = capsys.readouterr()
+    rollbacks = re.findall(r"rolled back to \S*ckpt-10 and halved the LR \(scale ([0-9.e-]+)\)", out.err + out.out)
+    assert [float(x) for x in rollbacks] == [0.5, 0.25, 0.125, 0.0625, 0.03125]
+    assert e.value.code == 2 and "diverged" in out.err
+
+
+# ---------------------------------------------------------------- the table of bad inputs
+
+
+def _truncated(d: Path) -> None:
+    p = d / "trunc" / "data.hdf5"
+    p.parent.mkdir(parents=True)
+    p.write_bytes((d / "tiny" / "data.hdf5").read_bytes()[:5000])
+
+
+def _foreign(d: Path) -> None:
+    p = d / "foreign" / "data.hdf5"
+    p.parent.mkdir(parents=True)
+    with h5py.File(p, "w") as f:
+        f["x"] = np.zeros(3)
+
+
+# (name, program, argv (DS = dataset dir, RUN = a fresh run dir, OLD = a trained tiny run), message pattern)
+BAD_INPUTS = [
+    ("missing dataset", "trainer", ["--dataset", "mnist"], r"not found .* create it with: python download\.py mnist"),
+    ("missing own dataset", "trainer", ["--dataset", "nosuch"], r"not found"),
+    ("truncated hdf5", "trainer", ["--dataset", "trunc"], r"not a readable dataset file"),
+    ("foreign hdf5", "trainer", ["--dataset", "foreign"], r"not a dataset file of format version"),
+    ("num_labeled not divisible", "trainer", ["--num_labeled", "31"], r"multiple of the 3 classes"),
+    ("num_labeled too large", "trainer", ["--num_labeled", "300"], r"only 40 labelled .* lower --num_labeled"),
+    ("num_labeled not a number", "trainer", ["--num_labeled", "lots"], r"a number or 'all'"),
+    ("batch larger than data", "trainer", ["--batch_size", "1000"], r"larger than the 120 training images"),
+    ("zero batch", "trainer", ["--batch_size", "0"], r"must be a positive integer"),
+    ("negative size", "trainer", ["--input_height", "-4"], r"must be a positive integer"),
+    ("height disagrees", "trainer", ["--input_height", "28"], r"--input_height 28 does not match dataset tiny"),
+    ("negative steps", "trainer", ["--max_steps", "-1"], r"--max_steps must be >= 0"),
+    ("unwritable train_dir", "trainer", ["--train_dir", "/proc/ssgan-run"], r"cannot write to run dir"),
+    ("other architecture", "trainer", ["--train_dir", "OLD", "--arch", "conv"], r"trained with --arch 'mlp'"),
+    ("checkpoint of another size", "evaler", ["--dataset", "tiny_rgb", "--checkpoint", "OLD"],
+     r"trained on 12x12x1"),
+    ("evaler bad checkpoint path", "evaler", ["--dataset", "tiny", "--checkpoint", "RUN"], r"neither a run dir"),
+    ("evaler arch disagrees", "evaler", ["--dataset", "tiny", "--checkpoint", "OLD", "--arch", "conv"],
+     r"--arch conv does not match the run"),
+    ("unknown download", "download", ["imagenet"], r"unknown dataset 'imagenet'"),
+]
+
+
+@pytest.fixture(scope="module")
+def old_run(dsdir, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("old") / "run"
+    trainer.main(train_args(dsdir, run, "--max_steps", "5"))
+    _truncated(dsdir)
+    _foreign(dsdir)
+    return run
+
+
+@pytest.mark.parametrize("name, program, argv, pattern", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_gives_one_clear_line_and_writes_nothing(name, program, argv, pattern, dsdir, old_run, tmp_path,
+                                                           capsys):
+    run = tmp_path / "run"
+    argv = [{"OLD": str(old_run), "RUN": str(run)}.get(a, a) for a in argv]
+    if program == "trainer":
+        base = train_args(dsdir, run, "--max_steps", "5")
+        main = trainer.main
+    elif program == "evaler":
+        base, main = ["--dataset_dir", str(dsdir)], evaler.main
+    else:
+        base, main = ["--dataset_dir", str(tmp_path / "dl")], download.main
+    before = sorted(p.name for p in old_run.rglob("*"))
+    with pytest.raises(SystemExit) as e:
+        main(base + argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2
+    assert "Traceback" not in err
+    assert re.search(pattern, err.splitlines()[-1]), err
+    assert not run.exists(), "a bad input must not leave a run dir behind"
+    assert sorted(p.name for p in old_run.rglob("*")) == before
+
+
+def test_full_disk_is_one_clear_line(dsdir, tmp_path, monkeypatch, capsys):
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(trainer, "_write_json_atomic", no_space)
+    with pytest.raises(SystemExit) as e:
+        trainer.main(train_args(dsdir, tmp_path / "full", "--max_steps", "5"))
+    assert e.value.code == 2 and "no space left on device" in capsys.readouterr().err.lower()
+
+
+def test_no_pickle_eval_or_exec_of_input_anywhere():
+    sources = [p for p in ROOT.glob("**/*.py") if ".venv" not in p.parts and "tests" not in p.parts]
+    assert len(sources) > 10
+    for p in sources:
+        text = p.read_text()
+        for banned in ("import pickle", "pickle.load", "np.load(", "allow_pickle=True", "eval(", "exec(",
+                       "extractall("):
+            assert banned not in text, f"{p.name} uses {banned}"
