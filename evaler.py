@@ -7,27 +7,47 @@
 (e.g. train_dir/RUN/ckpt/ckpt-6000). The model is rebuilt from the run's config.json; flags
 given here must agree with it. Prints accuracy, per-class accuracy and the confusion matrix
 (--json: one JSON object), and writes a grid of generated samples next to the checkpoint.
+
+Using the trained classifier (no --dataset needed):
+    python evaler.py --checkpoint RUN --predict IMAGE_OR_FOLDER [--output predictions.csv]
+    python evaler.py --checkpoint RUN --export exported_model      # a TensorFlow SavedModel
+    python evaler.py --checkpoint RUN --samples 64 --output grid.png
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import functools
+import io
+import itertools
 import json
+import multiprocessing
+import os
+import shutil
 import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 import config
 import input_ops
 import model
+from datasets import folder
 from errors import UserError, exits_cleanly
 
 EPILOG = """examples:
   python evaler.py --dataset fashion_mnist --checkpoint train_dir/fashion_mnist-implicit-mlp-100-20260101-120000
   python evaler.py --dataset fashion_mnist --checkpoint train_dir/RUN/ckpt/ckpt-6000 --json
   python evaler.py --dataset fashion_mnist --checkpoint train_dir/RUN --all
+  python evaler.py --checkpoint train_dir/RUN --predict my_images/ --output predictions.csv
+  python evaler.py --checkpoint train_dir/RUN --export exported_model
+  python evaler.py --checkpoint train_dir/RUN --samples 64 --output grid.png
 """
 
 
@@ -39,10 +59,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--all", action="store_true", help="evaluate every kept checkpoint of the run dir")
     p.add_argument("--json", action="store_true", help="print one JSON object (per checkpoint) on stdout")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="D's EMA (Polyak) weights or raw ones")
-    p.add_argument("--samples", type=int, default=100, help="generated images in the sample grid PNG (0: none)")
+    p.add_argument("--samples", type=int, default=100, action=Given,
+                   help="generated images in the sample grid PNG (0: none); given without --dataset: "
+                        "write only the grid (to --output)")
+    g = p.add_argument_group("using the classifier (no --dataset needed)")
+    jobs = g.add_mutually_exclusive_group()
+    jobs.add_argument("--predict", metavar="PATH", help="classify an image file or a folder (recursively): a CSV "
+                      "of path, class, confidence, top3")
+    jobs.add_argument("--export", metavar="DIR", help="write the classifier as a TensorFlow SavedModel to DIR")
+    jobs.add_argument("--samples_only", "--samples-only", action="store_true",
+                      help="only write the --samples grid (to --output), even when --dataset is given")
+    g.add_argument("--output", metavar="FILE", help="--predict: the CSV (default: stdout); --samples alone: the "
+                   "grid PNG (default: samples_<ckpt>.png in the run dir)")
+    g.add_argument("--force", action="store_true", help="--export: replace an existing non-empty DIR")
+    g.add_argument("--workers", type=config.positive_int, default=None,
+                   help="--predict: processes decoding images (default: all CPUs)")
     config.add_data_flags(p)
     config.add_model_flags(p, defaults=False)
+    dataset = p._option_string_actions["--dataset"]  # shared flag: required only to evaluate (checked in main)
+    dataset.required, dataset.help = False, dataset.help + "; needed to evaluate, not with --predict/--export/--samples"
     return p.parse_args(argv)
+
+
+class Given(argparse.Action):
+    """Store a flag's value and record in `<dest>_given` that it was given (not just defaulted)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
 
 
 # ---------------------------------------------------------------- evaluation, shared with trainer.py
@@ -191,18 +235,284 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         _, D, G, step = load_classifier(run, ckpt, args.weights)
         r = report(confusion_of(D, test, args.batch_size * 5, info.num_class), info.class_names, ckpt, step)
         if args.samples > 0 and cfg.get("supervised_only") is False:
-            z = tf.random.stateless_normal([args.samples, cfg["z_dim"]], seed=[cfg["seed"], 7])
             r["samples_png"] = str(run / f"samples_{Path(ckpt).name}.png")
-            save_png(image_grid(G(z, training=False).numpy()), Path(r["samples_png"]))
+            save_png(image_grid(generate(G, cfg, args.samples)), Path(r["samples_png"]))
         print(json.dumps(r) if args.json else format_report(r) + "\n")
         reports.append(r)
     return reports
 
 
+def generate(G: tf.keras.Model, cfg: dict, n: int) -> np.ndarray:
+    """n generated images in [-1, 1] from the run's fixed evaluation noise."""
+    z = tf.random.stateless_normal([n, cfg["z_dim"]], seed=[cfg["seed"], 7])
+    return G(z, training=False).numpy()
+
+
+# ---------------------------------------------------------------- using the classifier: predict, export, samples
+
+PREDICT_SERIAL_BELOW = 256  # fewer files than this are decoded in this process, without a pool
+SHOW_BAD = 20  # unreadable files listed by name on stderr
+
+
+def job_of(args: argparse.Namespace) -> str:
+    """What the flags ask for: predict, export, samples (no dataset needed) or evaluate (needs --dataset)."""
+    job = ("predict" if args.predict else "export" if args.export else "samples"
+           if args.samples_only or (args.dataset is None and getattr(args, "samples_given", False)) else "evaluate")
+    if job == "evaluate" and args.dataset is None:
+        raise UserError("--dataset is required to evaluate (e.g. --dataset fashion_mnist); to use the classifier "
+                        "without one pass --predict PATH, --export DIR or --samples N --output grid.png")
+    if job in ("evaluate", "export") and args.output:
+        raise UserError(f"--output is for --predict (the CSV) or --samples alone (the PNG), not to {job}; drop it")
+    if job != "evaluate" and args.all:
+        raise UserError(f"--all evaluates every checkpoint; --{job} uses one: drop --all (a run dir means its "
+                        "latest checkpoint) or pass a checkpoint path")
+    return job
+
+
+def restore_latest(args: argparse.Namespace):
+    """(run dir, cfg, checkpoint path, D, G, step) for --checkpoint, checked against the flags."""
+    run, ckpts = find_run(args.checkpoint)
+    cfg = json.loads((run / "config.json").read_text())
+    check_against_config(args, cfg, run)
+    _, D, G, step = load_classifier(run, ckpts[-1], args.weights)
+    return run, cfg, ckpts[-1], D, G, step
+
+
+def image_shape(cfg: dict) -> tuple[int, int, int]:
+    """(height, width, channels) the run was trained on."""
+    info = cfg["dataset_info"]
+    return info["height"], info["width"], info["channels"]
+
+
+def probabilities_fn(D: tf.keras.Model, shape: tuple[int, int, int]) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A tf.function: uint8 images [N,H,W,C] -> D's class probabilities [N, num_class] (scaled as in training)."""
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
+    def probabilities(images):
+        logits, _, _ = D(input_ops.scale(images), training=False)
+        return tf.nn.softmax(logits, axis=-1)
+    return probabilities
+
+
+def list_images(path: Path) -> list[str]:
+    """`path` itself if a file, else every non-hidden file under the folder (recursive, sorted)."""
+    if path.is_file():
+        return [str(path)]
+    if not path.is_dir():
+        raise UserError(f"--predict {path} does not exist; give an image file or a folder of images")
+    found: list[str] = []
+    seen: set[str] = set()
+    for top, dirs, files in os.walk(path, followlinks=True):
+        if os.path.realpath(top) in seen:  # a link loop
+            dirs[:] = []
+            continue
+        seen.add(os.path.realpath(top))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(top, f) for f in sorted(files) if not f.startswith(".")]
+    if not found:
+        raise UserError(f"--predict folder {path} holds no files (hidden ones are ignored); put images in it")
+    return found
+
+
+def decode_files(files: list[str], shape: tuple[int, int, int], resize: str
+                 ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Decode files as training did; return (uint8 images of readable ones, their indices, [(file, reason)])."""
+    out = np.empty((len(files), *shape), np.uint8)
+    ok: list[int] = []
+    bad: list[tuple[str, str]] = []
+    for i, f in enumerate(files):
+        try:
+            out[len(ok)] = folder.load_image(f, *shape, resize)
+            ok.append(i)
+        except Exception as e:  # any unreadable file is reported, never a crash
+            bad.append((f, why_unreadable(e)))
+    return out[:len(ok)], ok, bad
+
+
+def why_unreadable(e: Exception) -> str:
+    """A short reason why Pillow could not read a file."""
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image"
+    first = (str(e).splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first}"[:120].rstrip(": ")
+
+
+def cpus() -> int:
+    """CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def decode_pool(workers: int, n: int) -> Executor | None:
+    """A process pool (fork where available) to decode n files, or None when one process is enough."""
+    if workers < 2 or n < PREDICT_SERIAL_BELOW:
+        return None
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+
+def in_order(fn: Callable, tasks: list, pool: Executor | None, window: int) -> Iterator:
+    """fn(task) for each task, in order; on a pool, the first `window` are submitted now, then one per result."""
+    if pool is None:
+        return map(fn, tasks)
+    it = iter(tasks)
+    pending = deque(pool.submit(fn, t) for t in itertools.islice(it, window))
+
+    def results():
+        while pending:
+            done = pending.popleft().result()
+            pending.extend(pool.submit(fn, t) for t in itertools.islice(it, 1))
+            yield done
+    return results()
+
+
+def classify_files(files: list[str], shape: tuple[int, int, int], resize: str, batch: int, workers: int,
+                   load: Callable[[], Callable]) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    """(readable files, their probabilities, [(bad file, reason)]); decoding starts before `load()` builds D."""
+    chunk = max(1, min(batch, -(-len(files) // (4 * workers))))
+    chunks = [files[i:i + chunk] for i in range(0, len(files), chunk)]
+    pool = decode_pool(workers, len(files))
+    kept: list[str] = []
+    probs: list[np.ndarray] = []
+    bad: list[tuple[str, str]] = []
+    try:
+        decoded = in_order(functools.partial(decode_files, shape=shape, resize=resize), chunks, pool, 2 * workers)
+        probabilities = load()
+        for names, (images, ok, why) in zip(chunks, decoded):
+            kept += [names[i] for i in ok]
+            bad += why
+            if ok:
+                probs.append(probabilities(images).numpy())
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return kept, np.concatenate(probs) if probs else np.zeros((0, 0), np.float32), bad
+
+
+def report_bad(bad: list[tuple[str, str]]) -> None:
+    """List unreadable files on stderr, with their count."""
+    if not bad:
+        return
+    print(f"warning: skipped {len(bad)} file(s) that could not be read as images:", file=sys.stderr)
+    for f, why in bad[:SHOW_BAD]:
+        print(f"  {f} ({why})", file=sys.stderr)
+    if len(bad) > SHOW_BAD:
+        print(f"  ... and {len(bad) - SHOW_BAD} more", file=sys.stderr)
+
+
+def predictions_csv(files: list[str], probs: np.ndarray, class_names: list[str]) -> str:
+    """CSV text: path, class, confidence, top3 ("name:prob;name:prob;name:prob")."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "class", "confidence", "top3"])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :3]
+    for f, p, t in zip(files, probs, top):
+        w.writerow([f, class_names[t[0]], f"{p[t[0]]:.6f}", ";".join(f"{class_names[k]}:{p[k]:.6f}" for k in t)])
+    return buf.getvalue()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a text file via a temporary sibling and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror or e}); choose another --output") from None
+
+
+def predict(args: argparse.Namespace) -> dict:
+    """Classify --predict (a file or folder) and write the CSV to --output or stdout."""
+    start = time.perf_counter()
+    files = list_images(Path(args.predict))
+    run, ckpts = find_run(args.checkpoint)
+    cfg = json.loads((run / "config.json").read_text())
+    shape, step = image_shape(cfg), None
+
+    def load():
+        nonlocal step
+        *_, D, _, step = restore_latest(args)
+        return probabilities_fn(D, shape)
+
+    kept, probs, bad = classify_files(files, shape, cfg.get("resize", "crop"), args.batch_size * 5,
+                                      args.workers or cpus(), load)
+    report_bad(bad)
+    if not kept:
+        raise UserError(f"none of the {len(files)} file(s) in --predict {args.predict} is a readable image")
+    text = predictions_csv(kept, probs, cfg["dataset_info"]["class_names"])
+    if args.output:
+        write_atomic(Path(args.output), text)
+    else:
+        sys.stdout.write(text)
+    seconds = time.perf_counter() - start
+    print(f"classified {len(kept)} image(s) in {seconds:.2f} s with {ckpts[-1]} (step {step})"
+          + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
+    return {"classified": len(kept), "skipped": [f for f, _ in bad], "output": args.output, "seconds": seconds}
+
+
+class Classifier(tf.Module):
+    """What --export saves: D's weights and a serving function, uint8 images -> probabilities and classes."""
+
+    def __init__(self, D: tf.keras.Model, shape: tuple[int, int, int], class_names: list[str]):
+        super().__init__(name="classifier")
+        self.weights = [w.value for w in D.weights]  # the tf.Variables the traced graph reads
+        probabilities = probabilities_fn(D, shape)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
+        def serve(images):
+            p = probabilities(images)
+            return {"probabilities": p, "classes": tf.argmax(p, axis=-1, output_type=tf.int64),
+                    "class_names": tf.constant(class_names, tf.string)}
+        self.serve = serve
+
+
+def export(args: argparse.Namespace) -> dict:
+    """Write the classifier (EMA weights by default) as a SavedModel to --export, atomically."""
+    out = Path(args.export)
+    if out.exists() and not args.force and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--export {out} already exists and is not empty; pass --force to replace it, "
+                        "or choose another DIR")
+    run, cfg, ckpt, D, _, step = restore_latest(args)
+    module = Classifier(D, image_shape(cfg), cfg["dataset_info"]["class_names"])
+    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    except OSError as e:
+        raise UserError(f"cannot write --export {out} ({e.strerror or e}); choose a writable DIR") from None
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)
+    print(f"exported {ckpt} (step {step}, {args.weights} weights) to {out}", file=sys.stderr)
+    return {"export": str(out), "checkpoint": ckpt, "step": step}
+
+
+def write_samples(args: argparse.Namespace) -> dict:
+    """Write --samples generated images as one grid PNG (to --output, or next to the checkpoint)."""
+    if args.samples <= 0:
+        raise UserError(f"--samples must be a positive number of images to write a grid, got {args.samples}")
+    run, cfg, ckpt, _, G, step = restore_latest(args)
+    if cfg.get("supervised_only"):
+        raise UserError(f"the run {run} was trained with --supervised_only: its generator was never trained")
+    path = Path(args.output) if args.output else run / f"samples_{Path(ckpt).name}.png"
+    try:
+        save_png(image_grid(generate(G, cfg, args.samples)), path)
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror or e}); choose another --output") from None
+    print(f"wrote {args.samples} samples of {ckpt} (step {step}) to {path}", file=sys.stderr)
+    return {"samples_png": str(path), "checkpoint": ckpt, "step": step}
+
+
 @exits_cleanly
-def main(argv: list[str] | None = None) -> list[dict]:
-    """CLI entry point."""
-    return evaluate(parse_args(argv))
+def main(argv: list[str] | None = None) -> list[dict] | dict:
+    """CLI entry point: evaluate (a list of reports), or predict/export/samples (one dict)."""
+    args = parse_args(argv)
+    job = job_of(args)
+    return {"predict": predict, "export": export, "samples": write_samples, "evaluate": evaluate}[job](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,187 @@
+"""Using a trained classifier: evaler.py --predict (CSV), --export (SavedModel) and standalone --samples."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import evaler
+import input_ops
+import trainer
+from datasets.folder import load_image
+from tests.tiny import TINY_FLAGS, make_tiny_dataset
+
+SHAPE = (12, 12, 1)
+NAMES = ["class0", "class1", "class2"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A tiny run dir trained for 20 steps."""
+    dsdir = tmp_path_factory.mktemp("datasets")
+    make_tiny_dataset(dsdir)
+    run = tmp_path_factory.mktemp("runs") / "ssgan"
+    trainer.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--train_dir", str(run), "--num_labeled", "30",
+                  *TINY_FLAGS, "--max_steps", "20"])
+    return run
+
+
+@pytest.fixture(scope="module")
+def classifier(run):
+    """evaler's own restored model (EMA weights) for the run."""
+    _, ckpts = evaler.find_run(str(run))
+    _, D, _, _ = evaler.load_classifier(run, ckpts[-1])
+    return D
+
+
+def reference_probs(D, images: np.ndarray) -> np.ndarray:
+    """Class probabilities of evaler's model on uint8 images, scaled as in training."""
+    logits, _, _ = D(input_ops.scale(images), training=False)
+    return tf.nn.softmax(logits, axis=-1).numpy()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """A folder of mixed formats and sizes, nested, with a corrupt file, a text file and a hidden file."""
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    (root / "sub" / "deeper").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 255, (20, 30, 3), np.uint8)).save(root / "a.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 255, (12, 12), np.uint8)).save(root / "b.png")
+    Image.fromarray(rng.integers(0, 255, (40, 12, 4), np.uint8), "RGBA").save(root / "sub" / "c.webp")
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(root / "sub" / "d.bmp")
+    Image.fromarray(rng.integers(0, 255, (12, 12), np.uint8)).convert("P").save(root / "sub" / "deeper" / "e.gif")
+    Image.fromarray(rng.integers(0, 255, (12, 12), np.uint8)).save(root / ".hidden.png")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    (root / "notes.txt").write_text("not an image\n")
+    return root
+
+
+GOOD = {"a.jpg", "b.png", "sub/c.webp", "sub/d.bmp", "sub/deeper/e.gif"}
+
+
+def read_csv(text: str) -> list[dict]:
+    """Rows of a predictions CSV, header checked."""
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["path", "class", "confidence", "top3"]
+    return [dict(zip(rows[0], r)) for r in rows[1:]]
+
+
+def test_predict_folder_writes_csv_lists_bad_files_and_matches_evalers_model(run, classifier, images, tmp_path,
+                                                                            capsys):
+    out = tmp_path / "pred.csv"
+    result = evaler.main(["--checkpoint", str(run), "--predict", str(images), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert "skipped 2 file(s)" in err and "broken.png" in err and "notes.txt" in err and "hidden" not in err
+    rows = read_csv(out.read_text())
+    assert result["classified"] == len(rows) == len(GOOD)
+    assert {Path(r["path"]).relative_to(images).as_posix() for r in rows} == GOOD
+    pixels = np.stack([load_image(r["path"], *SHAPE, "crop") for r in rows])
+    want = reference_probs(classifier, pixels)
+    for r, p in zip(rows, want):
+        top = [t.split(":") for t in r["top3"].split(";")]
+        assert [n for n, _ in top] == [NAMES[k] for k in np.argsort(-p)]
+        assert r["class"] == NAMES[int(np.argmax(p))] == top[0][0]
+        assert float(r["confidence"]) == pytest.approx(p.max(), abs=1e-5)
+        assert [float(q) for _, q in top] == pytest.approx(np.sort(p)[::-1], abs=1e-5)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_predict_single_file_to_stdout(run, classifier, images, capsys):
+    evaler.main(["--checkpoint", str(run), "--predict", str(images / "sub" / "c.webp")])
+    (row,) = read_csv(capsys.readouterr().out)
+    p = reference_probs(classifier, load_image(images / "sub" / "c.webp", *SHAPE, "crop")[None])[0]
+    assert row["path"] == str(images / "sub" / "c.webp") and row["class"] == NAMES[int(np.argmax(p))]
+
+
+def test_predict_with_a_process_pool_gives_the_same_csv(run, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    for i in range(300):
+        Image.fromarray(rng.integers(0, 255, (12, 12), np.uint8)).save(tmp_path / f"{i:03d}.png")
+    outs = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}" / "pred.csv"
+        evaler.main(["--checkpoint", str(run), "--predict", str(tmp_path), "--output", str(out),
+                     "--workers", workers, "--batch_size", "20"])
+        outs.append(out.read_text())
+    assert outs[0] == outs[1] and len(read_csv(outs[0])) == 300
+
+
+def test_predict_unreadable_only_and_missing_paths_are_clear_errors(run, images, tmp_path, capsys):
+    for path, message in ((images / "notes.txt", "is a readable image"), (tmp_path / "nope", "does not exist")):
+        with pytest.raises(SystemExit) as e:
+            evaler.main(["--checkpoint", str(run), "--predict", str(path)])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+LOAD_IN_FRESH_PROCESS = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+out = m.signatures["serving_default"](images=tf.constant(np.load(sys.argv[2])))
+print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(), "classes": out["classes"].numpy().tolist(),
+                  "class_names": [c.decode() for c in out["class_names"].numpy()],
+                  "dtypes": [out["classes"].dtype.name, out["probabilities"].dtype.name],
+                  "repo_modules": sorted(set(sys.modules) & {"ops", "model", "evaler", "input_ops", "config"})}))
+"""
+
+
+def test_export_loads_with_tensorflow_alone_in_a_fresh_process(run, classifier, tmp_path):
+    export = tmp_path / "exported"
+    assert evaler.main(["--checkpoint", str(run), "--export", str(export)])["export"] == str(export)
+    assert (export / "saved_model.pb").exists() and not (tmp_path / "exported.tmp").exists()
+    x = np.random.default_rng(2).integers(0, 256, (7, *SHAPE), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    proc = subprocess.run([sys.executable, "-c", LOAD_IN_FRESH_PROCESS, str(export), str(tmp_path / "x.npy")],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    want = reference_probs(classifier, x)
+    np.testing.assert_allclose(np.array(got["probabilities"]), want, atol=1e-5)
+    assert got["classes"] == np.argmax(want, -1).tolist() and got["class_names"] == NAMES
+    assert got["dtypes"] == ["int64", "float32"] and got["repo_modules"] == []
+
+
+def test_export_refuses_a_non_empty_dir_unless_forced(run, tmp_path, capsys):
+    export = tmp_path / "exported"
+    export.mkdir()
+    (export / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit) as e:
+        evaler.main(["--checkpoint", str(run), "--export", str(export)])
+    assert e.value.code == 2 and "--force" in capsys.readouterr().err
+    assert (export / "keep.txt").read_text() == "mine"
+    evaler.main(["--checkpoint", str(run), "--export", str(export), "--force"])
+    assert (export / "saved_model.pb").exists() and not (export / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
+
+
+@pytest.mark.parametrize("n, grid", [(64, (8, 8)), (10, (3, 4))])
+def test_samples_standalone_writes_a_grid_png_without_a_dataset(run, tmp_path, n, grid):
+    out = tmp_path / "grid.png"
+    evaler.main(["--checkpoint", str(run), "--samples", str(n), "--output", str(out)])
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size == (grid[1] * SHAPE[1], grid[0] * SHAPE[0]) and im.mode == "L"
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "--dataset is required to evaluate"),
+    (["--predict", "x", "--all"], "--all evaluates every checkpoint"),
+    (["--export", "x", "--output", "y"], "--output is for --predict"),
+])
+def test_flag_misuse_is_a_clear_error(run, capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        evaler.main(["--checkpoint", str(run), *flags])
+    assert e.value.code == 2 and message in capsys.readouterr().err
