@@ -142,3 +142,10 @@ def eval_stream(split: Split, batch: int) -> tf.data.Dataset:
     keep = np.flatnonzero(split.labels >= 0)
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(keep, tf.int64)).batch(batch).map(_gather(split, True))
     return ds.map(lambda x, y: (scale(x), y)).prefetch(tf.data.AUTOTUNE)
+
+
+def shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Let tf.distribute split each global batch across workers (our datasets are index streams, not files)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import signal
 import sys
 import time
@@ -70,6 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--augment", action="store_true", help="random 2-pixel translations of real images")
     g.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False,
                    help="XLA-compile the train step (off: XLA's CPU random numbers make noise/dropout nets slower)")
+    g = p.add_argument_group("devices (tf.distribute)")
+    g.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default="default",
+                   help="one device; all local GPUs (or --cpu_devices) mirrored; several machines (TF_CONFIG)")
+    g.add_argument("--cpu_devices", type=config.positive_int, default=1,
+                   help="split the CPU into N logical devices (to run --strategy mirrored without GPUs)")
+    g.add_argument("--collective_timeout", type=float, default=120.0,
+                   help="multi_worker: seconds before a lost peer makes the run stop with an error")
     g = p.add_argument_group("run dir, checkpoints and summaries")
     g.add_argument("--train_dir", default=None,
                    help="run dir (default: <runs_dir>/<dataset>-<head>-<arch>-<num_labeled>-<time>, or the "
@@ -140,7 +149,8 @@ def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray) -> None:
 
 # Flags that may change between a run and its resumption, and flags that are not the run's.
 RESUMABLE_KEYS = {"lr", "max_steps", "epochs", "time_budget_min", "ckpt_every", "keep", "eval_every", "summary_every",
-                  "steps_per_loop", "in_memory", "memory_budget_gb", "jit", "nan_policy"}
+                  "steps_per_loop", "in_memory", "memory_budget_gb", "jit", "nan_policy", "strategy", "cpu_devices",
+                  "collective_timeout"}
 RUN_ONLY_KEYS = {"train_dir", "runs_dir", "new_run", "dataset_dir", "data_dir"}
 
 
@@ -238,22 +248,27 @@ def keras_seed(seed: int) -> None:
 METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_g", "acc_lab", "p_real", "p_fake")
 
 
-def make_train_loop(gan: GAN, args: argparse.Namespace, batch: int):
-    """A tf.function running n steps from the two iterators; returns metric sums and D's last probabilities."""
-    sums = {k: tf.Variable(0.0, trainable=False, name=k) for k in METRICS}
-    count = tf.Variable(0.0, trainable=False)
+def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.Strategy):
+    """A tf.function running n steps from the two (distributed) iterators; returns D's last probabilities
+    and whether every loss stayed finite, and a reader of the metric means since the last read."""
+    with strategy.scope():
+        sums = {k: tf.Variable(0.0, trainable=False, name=k) for k in METRICS}
+        count = tf.Variable(0.0, trainable=False)
     D, G, opt_d, opt_g = gan.D, gan.G, gan.opt_d, gan.opt_g
     ema_pairs = list(zip(gan.D_ema.trainable_variables, D.trainable_variables))
+    # Each replica's loss is a mean over its share of the global batch and the optimiser sums the
+    # replicas' gradients, so dividing by the replica count gives the gradient of the global mean.
+    replicas = float(strategy.num_replicas_in_sync)
 
     def d_step(x_lab, y_lab, x_unl):
-        z = gan.rng.normal([batch, args.z_dim])
         n_l, n_u = tf.shape(x_lab)[0], tf.shape(x_unl)[0]
+        z = gan.rng.normal([n_u, args.z_dim])
         with tf.GradientTape() as tape:
             if args.supervised_only:
                 logits, _, _ = D(x_lab, training=True)
                 loss_sup = ops.supervised_loss(logits, y_lab)
                 loss_unsup = loss_ent = tf.constant(0.0)
-                p_real = p_fake = tf.zeros([batch])
+                p_real = p_fake = tf.zeros([n_u])
             else:
                 # One pass over labelled, unlabelled and generated images: D has no batch statistics,
                 # so this equals three passes and runs faster.
@@ -265,17 +280,14 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, batch: int):
                 loss_ent = ops.entropy_loss(logits[n_l:n_l + n_u])
                 p_real, p_fake = tf.sigmoid(real[n_l:n_l + n_u]), tf.sigmoid(real[n_l + n_u:])
             loss_d = loss_sup + args.unsup_weight * loss_unsup + args.entropy_weight * loss_ent
-        opt_d.apply_gradients(zip(tape.gradient(loss_d, D.trainable_variables), D.trainable_variables))
-        # EMA warm-up as tf.train.ExponentialMovingAverage(num_updates): short runs still average.
-        t = tf.cast(gan.step, tf.float32)
-        decay = tf.minimum(args.ema_decay, (1.0 + t) / (10.0 + t))
-        for e, v in ema_pairs:
-            e.assign(decay * e + (1.0 - decay) * v)
+            scaled = loss_d / replicas
+        grads = tape.gradient(scaled, D.trainable_variables)
+        opt_d.apply_gradients(zip(grads, D.trainable_variables))
         return dict(loss_d=loss_d, loss_sup=loss_sup, loss_unsup=loss_unsup, loss_ent=loss_ent,
                     acc_lab=ops.accuracy(logits[:n_l], y_lab)), p_real, p_fake
 
     def g_step(x_unl):
-        z = gan.rng.normal([batch, args.z_dim])
+        z = gan.rng.normal([tf.shape(x_unl)[0], args.z_dim])
         with tf.GradientTape() as tape:
             x_fake = G(z, training=True)
             logits, fake, feats = D(tf.concat([x_unl, x_fake], 0), training=True)
@@ -286,7 +298,8 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, batch: int):
                 loss_g = ops.generator_gan_loss(ops.real_logit(logits[n_u:], fake[n_u:]))
             if args.pt_weight:
                 loss_g += args.pt_weight * ops.pull_away_loss(feats[n_u:])
-        opt_g.apply_gradients(zip(tape.gradient(loss_g, G.trainable_variables), G.trainable_variables))
+            scaled = loss_g / replicas
+        opt_g.apply_gradients(zip(tape.gradient(scaled, G.trainable_variables), G.trainable_variables))
         return loss_g
 
     def step(x_lab, y_lab, x_unl):
@@ -300,17 +313,32 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, batch: int):
 
     compiled_step = tf.function(step, jit_compile=args.jit)
 
+    def update_ema():
+        # EMA warm-up as tf.train.ExponentialMovingAverage(num_updates): short runs still average.
+        t = tf.cast(gan.step, tf.float32)
+        decay = tf.minimum(args.ema_decay, (1.0 + t) / (10.0 + t))
+        for e, v in ema_pairs:
+            e.assign(decay * e + (1.0 - decay) * v)
+
+    def mean(per_replica):
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
     @tf.function
     def loop(lab_iter, unl_iter, n):
-        p_real = p_fake = tf.zeros([batch])
+        p_real = p_fake = tf.zeros([args.batch_size // strategy.num_replicas_in_sync])
         finite = tf.constant(True)
         for _ in tf.range(n):
             x_lab, y_lab = next(lab_iter)
             x_unl = next(unl_iter)
-            m, p_real, p_fake = compiled_step(x_lab, y_lab, x_unl)
+            m, p_real_r, p_fake_r = strategy.run(compiled_step, args=(x_lab, y_lab, x_unl))
+            update_ema()
             for k in METRICS:
-                sums[k].assign_add(m[k])
-            finite = tf.logical_and(finite, tf.math.is_finite(m["loss_d"] + m["loss_g"]))
+                v = mean(m[k])
+                sums[k].assign_add(v)
+                if k in ("loss_d", "loss_g"):
+                    finite = tf.logical_and(finite, tf.math.is_finite(v))
+            p_real, p_fake = strategy.experimental_local_results(p_real_r)[0], \
+                strategy.experimental_local_results(p_fake_r)[0]
             count.assign_add(1.0)
             gan.step.assign_add(1)
         return p_real, p_fake, finite
@@ -335,8 +363,41 @@ def learning_rate(args: argparse.Namespace, step: int, max_steps: int) -> float:
     return args.lr * max(0.0, (max_steps - step) / (max_steps - start))
 
 
+def make_strategy(args: argparse.Namespace) -> tf.distribute.Strategy:
+    """The tf.distribute strategy of --strategy (after splitting the CPU into --cpu_devices logical devices)."""
+    if args.cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices)
+        except RuntimeError:  # already initialised in this process (tests): keep what is there
+            pass
+    if args.strategy == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices)
+    if args.strategy == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("--strategy multi_worker needs the TF_CONFIG environment variable (see README: "
+                            "several machines)")
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=args.collective_timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run dir, checkpoints and summaries (the chief, or worker 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
+                                              and resolver.task_id == 0)
+
+
 def train(args: argparse.Namespace) -> dict:
     """The whole run: data, model, restore, loop with summaries/eval/checkpoints, final result."""
+    strategy = make_strategy(args)
+    chief = is_chief(strategy)
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
     path, info = config.resolve_dataset(args)
@@ -345,24 +406,28 @@ def train(args: argparse.Namespace) -> dict:
     train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb)
     test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb)
     lab_idx = labeled_indices(run, train_split.labels, args, info.num_class)
-    check_sizes(args, len(train_split), len(test_split))
+    check_sizes(args, len(train_split), len(test_split), strategy.num_replicas_in_sync)
     max_steps = args.max_steps if args.max_steps is not None else max(1, int(args.epochs * len(train_split)
                                                                             / args.batch_size))
-    gan = GAN(args, info.shape, info.num_class)
-    write_run_dir(run, record, lab_idx)
-    manager = tf.train.CheckpointManager(gan.checkpoint(), str(run / "ckpt"), max_to_keep=args.keep)
+    with strategy.scope():
+        gan = GAN(args, info.shape, info.num_class)
+    if chief:
+        write_run_dir(run, record, lab_idx)
+    # Every worker takes part in saving (collective ops), but only the chief's files are kept.
+    ckpt_dir = run / "ckpt" if chief else run / f".worker-{strategy.cluster_resolver.task_id}-ckpt"
+    manager = tf.train.CheckpointManager(gan.checkpoint(), str(ckpt_dir), max_to_keep=args.keep if chief else 1)
     restore(gan, manager, run)
     if max_steps == 0:
         print(f"Built the model in {run} (max_steps 0): nothing trained.")
         return {"run_dir": str(run), "step": int(gan.step.numpy())}
-    loop, read_metrics = make_train_loop(gan, args, args.batch_size)
-    writer = tf.summary.create_file_writer(str(run / "logs"))
+    loop, read_metrics = make_train_loop(gan, args, strategy)
+    writer = tf.summary.create_file_writer(str(run / "logs")) if chief else tf.summary.create_noop_writer()
     z_fixed = tf.random.stateless_normal([100, args.z_dim], seed=[args.seed, 7])
     print(f"Training {run} on {args.dataset}: {len(lab_idx)} labelled of {len(train_split)} train images, "
           f"{len(test_split)} test; steps {int(gan.step.numpy())} -> {max_steps}.  "
           f"TensorBoard: tensorboard --logdir {run.parent}")
     ctx = RunContext(args, gan, manager, writer, loop, read_metrics, train_split, test_split, lab_idx, run,
-                     info, z_fixed, max_steps)
+                     info, z_fixed, max_steps, strategy, chief)
     stop = StopFlag()
     try:
         status = _loop(ctx, stop)
@@ -371,8 +436,11 @@ def train(args: argparse.Namespace) -> dict:
     return _finish(ctx, status)
 
 
-def check_sizes(args: argparse.Namespace, n_train: int, n_test: int) -> None:
+def check_sizes(args: argparse.Namespace, n_train: int, n_test: int, replicas: int = 1) -> None:
     """Flag values that no run could use, stated before anything is written."""
+    if args.batch_size % replicas:
+        raise UserError(f"--batch_size {args.batch_size} must be divisible by the {replicas} replicas "
+                        f"(e.g. {replicas * max(1, args.batch_size // replicas)})")
     if args.max_steps is not None and args.max_steps < 0:
         raise UserError(f"--max_steps must be >= 0, got {args.max_steps}")
     if args.epochs <= 0:
@@ -389,7 +457,8 @@ class RunContext:
     """What the loop and the end of a run share (a plain record of the objects built in train)."""
 
     def __init__(self, args, gan, manager, writer, loop, read_metrics, train_split, test_split, lab_idx, run,
-                 info, z_fixed, max_steps):
+                 info, z_fixed, max_steps, strategy, chief):
+        self.strategy, self.chief = strategy, chief
         self.args, self.gan, self.manager, self.writer = args, gan, manager, writer
         self.loop, self.read_metrics = loop, read_metrics
         self.train_split, self.test_split, self.lab_idx = train_split, test_split, lab_idx
@@ -400,7 +469,8 @@ class RunContext:
         a, step = self.args, int(self.gan.step.numpy())
         lab = input_ops.labeled_stream(self.train_split, self.lab_idx, a.batch_size, a.seed, step, a.augment)
         unl = input_ops.unlabeled_stream(self.train_split, a.batch_size, a.seed, step, a.augment)
-        return iter(lab), iter(unl)
+        dist = self.strategy.experimental_distribute_dataset
+        return iter(dist(input_ops.shard_by_data(lab))), iter(dist(input_ops.shard_by_data(unl)))
 
     def test_accuracy(self) -> float:
         return evaler.accuracy_of(self.gan.D_ema, self.test_split, self.args.batch_size * 5, self.info.num_class)
@@ -500,6 +570,8 @@ def _write_scalars(writer, step: int, m: dict, lr: float, p_real, p_fake) -> Non
 
 
 def _write_samples(ctx: RunContext, step: int) -> None:
+    if not ctx.chief:
+        return
     grid = evaler.image_grid(ctx.gan.G(ctx.z_fixed, training=False).numpy())
     with ctx.writer.as_default(step=step):
         tf.summary.image("samples", grid[None])
@@ -522,6 +594,9 @@ def _finish(ctx: RunContext, status: str) -> dict:
     ctx.writer.flush()
     result = {"run_dir": str(ctx.run), "checkpoint": manager.latest_checkpoint, "step": step,
               "test_accuracy": acc, "stopped_by": status}
+    if not ctx.chief:
+        shutil.rmtree(manager.directory, ignore_errors=True)
+        return result
     if status == "done":
         _write_json_atomic(ctx.run / "result.json", result)
     print(f"Step {step}: test accuracy {acc:.4f} ({len(ctx.test_split)} test images). Checkpoint: "

@@ -89,9 +89,9 @@ def test_resume_continues_at_saved_step_with_same_labeled_subset(dsdir, trained,
 def test_resume_with_other_model_flags_is_a_clear_error(dsdir, trained, capsys):
     run, _ = trained
     with pytest.raises(SystemExit) as e:
-        train(dsdir, run, "--max_steps", "60", "--lr", "0.01")
+        train(dsdir, run, "--max_steps", "60", "--lr", "0.003", "--head", "nplus1")
     assert e.value.code == 2
-    assert "was trained with --lr 0.003" in capsys.readouterr().err
+    assert "was trained with --head 'implicit'" in capsys.readouterr().err
 
 
 def test_evaler_on_run_dir_and_checkpoint_file(trained, dsdir, capsys):
