@@ -1,0 +1,52 @@
+"""bench/accuracy.py --quick end to end: real trainer/evaler subprocesses on the tiny dataset."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_KEYS = {"dataset", "labels", "method", "seed", "accuracy", "trainer_accuracy", "accuracy_matches_trainer", "step",
+            "stopped_by", "wall_s", "cpu_s", "eval_wall_s", "run_dir", "command", "eval_command"}
+
+
+def run_quick(tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict, float]:
+    """Run the quick benchmark into tmp_path; (process, its JSON, wall seconds)."""
+    out = tmp_path / "accuracy.json"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "bench/accuracy.py", "--quick", "--out", str(out),
+                           "--runs_root", str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=600)
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads(out.read_text()), wall
+
+
+def test_quick_benchmark(tmp_path):
+    proc, data, wall = run_quick(tmp_path)
+    print(f"bench/accuracy.py --quick: {wall:.1f} s")
+    assert data["benchmark"] == "accuracy" and data["settings"]["quick"] is True
+    runs = data["runs"]
+    assert len(runs) == 4 and all(RUN_KEYS <= set(r) for r in runs)
+    assert {(r["labels"], r["method"], r["seed"]) for r in runs} == {
+        (30, m, s) for m in ("ssgan", "supervised") for s in (0, 1)}
+    for r in runs:
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["accuracy_matches_trainer"]
+        assert r["command"].split()[1] == "trainer.py" and "--train_dir" in r["command"]
+        assert ("--supervised_only" in r["command"]) == (r["method"] == "supervised")
+        assert f"--seed {r['seed']}" in r["command"] and "--num_labeled 30" in r["command"]
+        assert r["eval_command"].split()[1:4] == ["evaler.py", "--checkpoint", r["run_dir"]]
+        assert (ROOT / r["run_dir"] / "result.json").exists()  # run_dir: relative to the repo, or absolute
+    rows = {(row["labels"], row["method"]): row for row in data["summary"]}
+    assert set(rows) == {(30, "ssgan"), (30, "supervised")}
+    for row in rows.values():
+        assert row["n"] == 2 and 0.0 <= row["accuracy_mean"] <= 1.0 and row["accuracy_std"] >= 0.0
+        assert row["steps_mean"] == 20 and row["wall_s_mean"] > 0
+    gain = data["gains"][0]
+    assert gain["labels"] == 30 and abs(gain["gain_mean"] - (rows[30, "ssgan"]["accuracy_mean"]
+                                                             - rows[30, "supervised"]["accuracy_mean"])) < 1e-9
+    assert sum(line.startswith("[") and "/4]" in line for line in proc.stdout.splitlines()) == 4
+    assert "supervised" in proc.stdout and "+-" in proc.stdout and "gain (ssgan - supervised)" in proc.stdout
