@@ -328,6 +328,8 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
         p_real = p_fake = tf.zeros([args.batch_size // strategy.num_replicas_in_sync])
         finite = tf.constant(True)
         for _ in tf.range(n):
+            tf.autograph.experimental.set_loop_options(
+                shape_invariants=[(p_real, tf.TensorShape([None])), (p_fake, tf.TensorShape([None]))])
             x_lab, y_lab = next(lab_iter)
             x_unl = next(unl_iter)
             m, p_real_r, p_fake_r = strategy.run(compiled_step, args=(x_lab, y_lab, x_unl))
@@ -361,6 +363,11 @@ def learning_rate(args: argparse.Namespace, step: int, max_steps: int) -> float:
     if step < start or max_steps <= start:
         return args.lr
     return args.lr * max(0.0, (max_steps - step) / (max_steps - start))
+
+
+# What a collective op raises when a peer worker has died or stopped answering.
+PEER_LOST = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError,
+             tf.errors.CancelledError, tf.errors.InternalError)
 
 
 def make_strategy(args: argparse.Namespace) -> tf.distribute.Strategy:
@@ -423,7 +430,8 @@ def train(args: argparse.Namespace) -> dict:
     loop, read_metrics = make_train_loop(gan, args, strategy)
     writer = tf.summary.create_file_writer(str(run / "logs")) if chief else tf.summary.create_noop_writer()
     z_fixed = tf.random.stateless_normal([100, args.z_dim], seed=[args.seed, 7])
-    print(f"Training {run} on {args.dataset}: {len(lab_idx)} labelled of {len(train_split)} train images, "
+    print(f"Training {run} on {args.dataset} ({strategy.num_replicas_in_sync} replica(s)): {len(lab_idx)} labelled "
+          f"of {len(train_split)} train images, "
           f"{len(test_split)} test; steps {int(gan.step.numpy())} -> {max_steps}.  "
           f"TensorBoard: tensorboard --logdir {run.parent}")
     ctx = RunContext(args, gan, manager, writer, loop, read_metrics, train_split, test_split, lab_idx, run,
@@ -431,6 +439,12 @@ def train(args: argparse.Namespace) -> dict:
     stop = StopFlag()
     try:
         status = _loop(ctx, stop)
+    except PEER_LOST as e:
+        if args.strategy != "multi_worker":
+            raise
+        raise UserError(f"lost contact with another worker ({str(e).strip().splitlines()[0][:160]}); the last "
+                        f"checkpoint {manager.latest_checkpoint} is kept: restart every worker with the same "
+                        "command to resume") from None
     finally:
         stop.restore()
     return _finish(ctx, status)
@@ -506,38 +520,36 @@ def _loop(ctx: RunContext, stop: StopFlag) -> str:
     lab_iter, unl_iter = ctx.iterators()
     step = int(gan.step.numpy())
     events = (args.summary_every, args.eval_every, args.ckpt_every)
-    bar = tqdm(total=max_steps, initial=step, unit="step", dynamic_ncols=True, mininterval=2.0)
-    while step < max_steps:
-        n = min(args.steps_per_loop, max_steps - step, *(e - step % e for e in events))
-        lr = learning_rate(args, step, max_steps) * float(gan.lr_scale.numpy())
-        gan.opt_d.learning_rate.assign(lr)
-        gan.opt_g.learning_rate.assign(lr)
-        p_real, p_fake, finite = ctx.loop(lab_iter, unl_iter, tf.constant(n))
-        if not bool(finite):
-            _on_divergence(ctx, step + n, bar)
-            lab_iter, unl_iter = ctx.iterators()
-            step = int(gan.step.numpy())
-            bar.reset(total=max_steps)
-            bar.update(step)
-            continue
-        step += n
-        bar.update(n)
-        if step % args.summary_every == 0 or step == max_steps:
-            m = ctx.read_metrics()
-            bar.set_postfix({k: f"{m[k]:.3g}" for k in ("loss_d", "loss_g", "acc_lab")}, refresh=False)
-            _write_scalars(ctx.writer, step, m, lr, p_real, p_fake)
-        if step % args.eval_every == 0 and step < max_steps:
-            acc = ctx.test_accuracy()
-            bar.write(f"step {step}: test accuracy {acc:.4f}")
-            with ctx.writer.as_default(step=step):
-                tf.summary.scalar("test/accuracy", acc)
-            _write_samples(ctx, step)
-        if step % args.ckpt_every == 0:
-            ctx.manager.save(checkpoint_number=step)
-        if stop or (deadline and time.time() > deadline):
-            bar.close()
-            return "signal" if stop else "time"
-    bar.close()
+    with tqdm(total=max_steps, initial=step, unit="step", dynamic_ncols=True, mininterval=2.0) as bar:
+        while step < max_steps:
+            n = min(args.steps_per_loop, max_steps - step, *(e - step % e for e in events))
+            lr = learning_rate(args, step, max_steps) * float(gan.lr_scale.numpy())
+            gan.opt_d.learning_rate.assign(lr)
+            gan.opt_g.learning_rate.assign(lr)
+            p_real, p_fake, finite = ctx.loop(lab_iter, unl_iter, tf.constant(n))
+            if not bool(finite):
+                _on_divergence(ctx, step + n, bar)
+                lab_iter, unl_iter = ctx.iterators()
+                step = int(gan.step.numpy())
+                bar.reset(total=max_steps)
+                bar.update(step)
+                continue
+            step += n
+            bar.update(n)
+            if step % args.summary_every == 0 or step == max_steps:
+                m = ctx.read_metrics()
+                bar.set_postfix({k: f"{m[k]:.3g}" for k in ("loss_d", "loss_g", "acc_lab")}, refresh=False)
+                _write_scalars(ctx.writer, step, m, lr, p_real, p_fake)
+            if step % args.eval_every == 0 and step < max_steps and ctx.chief:
+                acc = ctx.test_accuracy()
+                bar.write(f"step {step}: test accuracy {acc:.4f}")
+                with ctx.writer.as_default(step=step):
+                    tf.summary.scalar("test/accuracy", acc)
+                _write_samples(ctx, step)
+            if step % args.ckpt_every == 0:
+                ctx.manager.save(checkpoint_number=step)
+            if stop or (deadline and time.time() > deadline):
+                return "signal" if stop else "time"
     return "done"
 
 
@@ -550,7 +562,6 @@ def _on_divergence(ctx: RunContext, step: int, bar) -> None:
     last = ctx.manager.latest_checkpoint
     ctx.restores = getattr(ctx, "restores", 0) + 1
     if ctx.args.nan_policy != "restore" or last is None or ctx.restores > MAX_NAN_RESTORES:
-        bar.close()
         kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint had been written yet"
         raise UserError(f"training diverged by step {step} (a loss became NaN/Inf); {kept}; lower --lr "
                         "(or pass --nan_policy restore) and re-run")
@@ -583,6 +594,9 @@ def _finish(ctx: RunContext, status: str) -> dict:
     step, manager = int(ctx.gan.step.numpy()), ctx.manager
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
         manager.save(checkpoint_number=step)
+    if not ctx.chief:
+        shutil.rmtree(manager.directory, ignore_errors=True)
+        return {"run_dir": str(ctx.run), "step": step, "stopped_by": status}
     if status == "signal":
         print(f"Interrupted: saved {manager.latest_checkpoint} at step {step}; re-run the same command to resume.")
         sys.exit(130)
@@ -594,9 +608,6 @@ def _finish(ctx: RunContext, status: str) -> dict:
     ctx.writer.flush()
     result = {"run_dir": str(ctx.run), "checkpoint": manager.latest_checkpoint, "step": step,
               "test_accuracy": acc, "stopped_by": status}
-    if not ctx.chief:
-        shutil.rmtree(manager.directory, ignore_errors=True)
-        return result
     if status == "done":
         _write_json_atomic(ctx.run / "result.json", result)
     print(f"Step {step}: test accuracy {acc:.4f} ({len(ctx.test_split)} test images). Checkpoint: "
