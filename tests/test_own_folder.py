@@ -1,0 +1,54 @@
+"""The original toolkit's own-dataset usage, end to end: data/NAME/<class>/ images -> trainer -> evaler."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaler
+import trainer
+from tests.tiny import TINY_FLAGS, tiny_images
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """data/shapes/{a,b,c}/ with 20 PNG/JPEG images each (24x32 RGB), plus data/shapes/unlabeled/x/."""
+    root = tmp_path_factory.mktemp("data")
+    labels = np.repeat(np.arange(3), 20)
+    images = tiny_images(labels, (24, 32, 3), seed=3)
+    for i, (x, y) in enumerate(zip(images, labels)):
+        d = root / "shapes" / "abc"[y]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x).save(d / f"{i}.{'png' if i % 2 else 'jpg'}")
+    (root / "shapes" / "unlabeled" / "x").mkdir(parents=True)
+    for i, x in enumerate(tiny_images(np.zeros(10, int), (24, 32, 3), seed=4)):
+        Image.fromarray(x).save(root / "shapes" / "unlabeled" / "x" / f"u{i}.png")
+    (root / "shapes" / "README.txt").write_text("not an image")
+    return root
+
+
+def flags(folder: Path, tmp: Path, h: int = 12, w: int = 16, c: int = 3) -> list[str]:
+    return ["--dataset", "shapes", "--data_dir", str(folder), "--dataset_dir", str(tmp / "datasets"),
+            "--input_height", str(h), "--input_width", str(w), "--num_class", str(c)]
+
+
+def test_train_and_evaluate_an_image_folder_with_the_original_flags(folder, tmp_path, capsys):
+    common = flags(folder, tmp_path)
+    run = tmp_path / "run"
+    result = trainer.main([*common, "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS,
+                           "--max_steps", "10"])
+    assert result["step"] == 10
+    (report,) = evaler.main([*common, "--checkpoint", str(run), "--json"])
+    assert report["class_names"] == ["a", "b", "c"]
+    assert report["num_examples"] == 6  # 10% of each class of 20 held out
+    assert (tmp_path / "datasets" / "shapes" / "data.hdf5").exists()
+
+
+def test_num_class_disagreeing_with_the_folders_is_a_clear_error(folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        trainer.main([*flags(folder, tmp_path, c=5), "--train_dir", str(tmp_path / "r"), "--max_steps", "1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "a, b, c" in err.replace("'", "")
+    assert not (tmp_path / "r").exists()
