@@ -1,0 +1,69 @@
+"""The tf.data pipelines: balanced seeded labelled subset, order as a function of (seed, step), streaming."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import input_ops
+from errors import UserError
+from tests.tiny import make_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def path(tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("ds"))
+
+
+def test_labeled_subset_is_balanced_seeded_and_all_means_every_label(path):
+    split = input_ops.load_split(path, "train")
+    a = input_ops.select_labeled(split.labels, 30, 3, seed=0)
+    assert np.bincount(split.labels[a]).tolist() == [10, 10, 10]
+    assert np.array_equal(a, input_ops.select_labeled(split.labels, 30, 3, seed=0))
+    assert not np.array_equal(a, input_ops.select_labeled(split.labels, 30, 3, seed=1))
+    assert len(input_ops.select_labeled(split.labels, None, 3, seed=0)) == 120
+    with pytest.raises(UserError, match="multiple of the 3 classes"):
+        input_ops.select_labeled(split.labels, 31, 3, seed=0)
+
+
+def test_unlabeled_stream_visits_every_image_once_per_epoch_scaled_to_minus_one_one(path):
+    split = input_ops.load_split(path, "train")
+    batches = list(input_ops.unlabeled_stream(split, 12, seed=0).take(10).as_numpy_iterator())
+    x = np.concatenate(batches)
+    assert x.shape == (120, 12, 12, 1) and x.min() >= -1.0 and x.max() <= 1.0
+    expected = split.images.astype(np.float32) * (2 / 255) - 1
+    seen = {row.tobytes() for row in x}
+    assert seen == {row.tobytes() for row in expected}
+
+
+def test_resumed_stream_continues_with_the_same_batches(path):
+    split = input_ops.load_split(path, "train")
+    idx = input_ops.select_labeled(split.labels, 30, 3, seed=0)
+    full = list(input_ops.labeled_stream(split, idx, 12, seed=0).take(7).as_numpy_iterator())
+    resumed = list(input_ops.labeled_stream(split, idx, 12, seed=0, start_step=4).take(3).as_numpy_iterator())
+    for (xa, ya), (xb, yb) in zip(full[4:], resumed):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+
+
+def test_streaming_from_the_file_gives_the_same_batches_as_memory(path):
+    mem = input_ops.load_split(path, "train", in_memory="yes")
+    disk = input_ops.load_split(path, "train", in_memory="no")
+    tiny_budget = input_ops.load_split(path, "train", in_memory="auto", budget_gb=1e-9)
+    assert mem.images is not None and disk.images is None and tiny_budget.images is None
+    a = list(input_ops.unlabeled_stream(mem, 12, seed=3).take(12).as_numpy_iterator())
+    b = list(input_ops.unlabeled_stream(disk, 12, seed=3).take(12).as_numpy_iterator())
+    for xa, xb in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+    ea = list(input_ops.eval_stream(mem, 7).as_numpy_iterator())
+    eb = list(input_ops.eval_stream(disk, 7).as_numpy_iterator())
+    assert sum(len(y) for _, y in eb) == 120
+    for (xa, ya), (xb, yb) in zip(ea, eb):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+
+
+def test_augment_shifts_but_keeps_shape_and_range():
+    import tensorflow as tf
+    x = tf.random.uniform([4, 10, 14, 3], -1, 1)
+    y = input_ops.augment(x).numpy()
+    assert y.shape == (4, 10, 14, 3) and y.min() >= -1 and y.max() <= 1
