@@ -10,6 +10,7 @@ grids. Re-running the same command resumes the run; Ctrl-C or SIGTERM saves a ch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -70,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="deterministic ops (tf.config.experimental.enable_op_determinism): a resumed run ends "
                         "bit-identical to an uninterrupted one")
     g.add_argument("--augment", action="store_true", help="random 2-pixel translations of real images")
+    g.add_argument("--mixed_precision", action="store_true",
+                   help="compute in float16 with float32 weights and losses, dynamic loss scaling (for GPUs: on "
+                        "CPUs float16 is far slower)")
     g.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False,
                    help="XLA-compile the train step (off: XLA's CPU random numbers make noise/dropout nets slower)")
     g = p.add_argument_group("devices (tf.distribute)")
@@ -216,13 +220,16 @@ class GAN(tf.Module):
     def __init__(self, args: argparse.Namespace, shape: tuple[int, int, int], num_class: int):
         super().__init__(name="gan")
         keras_seed(args.seed)
-        self.D = model.build_discriminator(args.arch, shape, num_class, args.head, args.d_width)
-        self.D_ema = model.build_discriminator(args.arch, shape, num_class, args.head, args.d_width)
-        self.G = model.build_generator(args.arch, shape, args.z_dim, args.g_width)
+        with dtype_policy("mixed_float16" if args.mixed_precision else None):
+            self.D = model.build_discriminator(args.arch, shape, num_class, args.head, args.d_width)
+            self.D_ema = model.build_discriminator(args.arch, shape, num_class, args.head, args.d_width)
+            self.G = model.build_generator(args.arch, shape, args.z_dim, args.g_width)
         for e, v in zip(self.D_ema.weights, self.D.weights):
             e.assign(v)
         self.opt_d = tf.keras.optimizers.Adam(args.lr, beta_1=args.beta1)
         self.opt_g = tf.keras.optimizers.Adam(args.lr, beta_1=args.beta1)
+        if args.mixed_precision:  # float16 gradients underflow without a (dynamic) loss scale
+            self.opt_d, self.opt_g = (tf.keras.optimizers.LossScaleOptimizer(o) for o in (self.opt_d, self.opt_g))
         # Keras 3 optimisers create slots lazily; build them so a restore fills every variable.
         self.opt_d.build(self.D.trainable_variables)
         self.opt_g.build(self.G.trainable_variables)
@@ -237,6 +244,18 @@ class GAN(tf.Module):
         seeds = [v for v in self.D.variables + self.G.variables if "seed_generator_state" in v.path]
         return tf.train.Checkpoint(D=self.D, D_ema=self.D_ema, G=self.G, opt_d=self.opt_d, opt_g=self.opt_g,
                                    step=self.step, rng=self.rng, lr_scale=self.lr_scale, seeds=seeds)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str | None):
+    """Build Keras layers under the dtype policy `name` (None: the current one); the global policy is restored."""
+    old = tf.keras.mixed_precision.global_policy()
+    if name:
+        tf.keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy(old)
 
 
 def keras_seed(seed: int) -> None:
@@ -265,22 +284,22 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
         z = gan.rng.normal([n_u, args.z_dim])
         with tf.GradientTape() as tape:
             if args.supervised_only:
-                logits, _, _ = D(x_lab, training=True)
+                logits, _, _ = float32(D(x_lab, training=True))
                 loss_sup = ops.supervised_loss(logits, y_lab)
                 loss_unsup = loss_ent = tf.constant(0.0)
                 p_real = p_fake = tf.zeros([n_u])
             else:
                 # One pass over labelled, unlabelled and generated images: D has no batch statistics,
                 # so this equals three passes and runs faster.
-                x_fake = G(z, training=True)
-                logits, fake, _ = D(tf.concat([x_lab, x_unl, x_fake], 0), training=True)
+                x_fake = tf.cast(G(z, training=True), x_unl.dtype)
+                logits, fake, _ = float32(D(tf.concat([x_lab, x_unl, x_fake], 0), training=True))
                 real = ops.real_logit(logits, fake)
                 loss_sup = ops.supervised_loss(logits[:n_l], y_lab)
                 loss_unsup = ops.unsupervised_loss(real[n_l:n_l + n_u], real[n_l + n_u:], args.label_smoothing)
                 loss_ent = ops.entropy_loss(logits[n_l:n_l + n_u])
                 p_real, p_fake = tf.sigmoid(real[n_l:n_l + n_u]), tf.sigmoid(real[n_l + n_u:])
             loss_d = loss_sup + args.unsup_weight * loss_unsup + args.entropy_weight * loss_ent
-            scaled = loss_d / replicas
+            scaled = opt_d.scale_loss(loss_d / replicas)
         grads = tape.gradient(scaled, D.trainable_variables)
         opt_d.apply_gradients(zip(grads, D.trainable_variables))
         return dict(loss_d=loss_d, loss_sup=loss_sup, loss_unsup=loss_unsup, loss_ent=loss_ent,
@@ -289,8 +308,8 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
     def g_step(x_unl):
         z = gan.rng.normal([tf.shape(x_unl)[0], args.z_dim])
         with tf.GradientTape() as tape:
-            x_fake = G(z, training=True)
-            logits, fake, feats = D(tf.concat([x_unl, x_fake], 0), training=True)
+            x_fake = tf.cast(G(z, training=True), x_unl.dtype)
+            logits, fake, feats = float32(D(tf.concat([x_unl, x_fake], 0), training=True))
             n_u = tf.shape(x_unl)[0]
             if args.g_loss == "fm":
                 loss_g = ops.feature_matching_loss(tf.stop_gradient(feats[:n_u]), feats[n_u:])
@@ -298,7 +317,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
                 loss_g = ops.generator_gan_loss(ops.real_logit(logits[n_u:], fake[n_u:]))
             if args.pt_weight:
                 loss_g += args.pt_weight * ops.pull_away_loss(feats[n_u:])
-            scaled = loss_g / replicas
+            scaled = opt_g.scale_loss(loss_g / replicas)
         opt_g.apply_gradients(zip(tape.gradient(scaled, G.trainable_variables), G.trainable_variables))
         return loss_g
 
@@ -355,6 +374,11 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
 
 
 # ---------------------------------------------------------------- the loop
+
+
+def float32(tensors) -> tuple:
+    """D's outputs as float32 (a no-op unless --mixed_precision): losses are always computed in float32."""
+    return tuple(tf.cast(t, tf.float32) for t in tensors)
 
 
 def learning_rate(args: argparse.Namespace, step: int, max_steps: int) -> float:
