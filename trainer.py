@@ -40,6 +40,13 @@ EPILOG = """examples:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Trainer flags (data and model flags are shared with evaler.py via config.py)."""
+    args = build_parser().parse_args(argv)
+    args.num_labeled = _parse_num_labeled(args.num_labeled)
+    return args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The trainer's argparse parser."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                 formatter_class=config.HelpFormatter)
     config.add_data_flags(p)
@@ -95,9 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--summary_every", type=config.positive_int, default=100, help="scalar summaries every N steps")
     g.add_argument("--steps_per_loop", type=config.positive_int, default=50,
                    help="training steps per compiled call (at most summary_every)")
-    args = p.parse_args(argv)
-    args.num_labeled = _parse_num_labeled(args.num_labeled)
-    return args
+    return p
 
 
 def positive_or_zero(text: str) -> int:
@@ -106,6 +111,9 @@ def positive_or_zero(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+FLAG_DEFAULTS = {a.dest: a.default for a in build_parser()._actions}
 
 
 def _parse_num_labeled(text: str) -> int | None:
@@ -129,10 +137,11 @@ def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
     cfg_path = run / "config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        diff = [k for k in sorted(set(old) | set(record)) if k not in RESUMABLE_KEYS and old.get(k) != record.get(k)]
+        diff = config_diff(old, record)
         if diff:
             k = diff[0]
-            raise UserError(f"{run} was trained with --{k} {old.get(k)!r}, not {record.get(k)!r}; "
+            raise UserError(f"{run} was trained with --{k} {old.get(k, FLAG_DEFAULTS.get(k))!r}, not "
+                            f"{record.get(k)!r}; "
                             f"pass the same flags to resume it, or choose a new --train_dir")
     elif run.exists() and not run.is_dir():
         raise UserError(f"--train_dir {run} is a file; choose a folder")
@@ -158,6 +167,16 @@ RESUMABLE_KEYS = {"lr", "max_steps", "epochs", "time_budget_min", "ckpt_every", 
 RUN_ONLY_KEYS = {"train_dir", "runs_dir", "new_run", "dataset_dir", "data_dir"}
 
 
+def config_diff(old: dict, record: dict) -> list[str]:
+    """Flags that differ between a run's config.json and this command (resumable ones aside).
+
+    A flag missing from an older config.json counts as having had its default, so runs made before
+    the flag existed still resume.
+    """
+    keys = sorted(set(old) | set(record))
+    return [k for k in keys if k not in RESUMABLE_KEYS and old.get(k, FLAG_DEFAULTS.get(k)) != record.get(k)]
+
+
 def _default_run_dir(args: argparse.Namespace, record: dict) -> Path:
     labels = "all" if args.num_labeled is None else args.num_labeled
     mode = "sup" if args.supervised_only else args.head
@@ -168,7 +187,7 @@ def _default_run_dir(args: argparse.Namespace, record: dict) -> Path:
             cfg = run / "config.json"
             if cfg.exists() and not (run / "result.json").exists():
                 old = json.loads(cfg.read_text())
-                if all(old.get(k) == v for k, v in record.items() if k not in RESUMABLE_KEYS):
+                if not config_diff(old, record):
                     print(f"Resuming the unfinished run {run} (same flags); --new_run starts afresh.")
                     return run
     return root / (prefix + time.strftime("%Y%m%d-%H%M%S"))
@@ -237,8 +256,15 @@ class GAN(tf.Module):
         self.lr_scale = tf.Variable(1.0, name="lr_scale")  # halved by each --nan_policy restore
         self.rng = tf.random.Generator.from_seed(args.seed)
 
-    def checkpoint(self) -> tf.train.Checkpoint:
-        """The tf.train.Checkpoint of this state (the evaler restores parts of it)."""
+    def checkpoint(self, core_only: bool = False) -> tf.train.Checkpoint:
+        """The tf.train.Checkpoint of this state (the evaler restores parts of it).
+
+        `core_only`: without the state added after the first release of the format (noise seed
+        states, LR scale), which older checkpoints lack.
+        """
+        if core_only:
+            return tf.train.Checkpoint(D=self.D, D_ema=self.D_ema, G=self.G, opt_d=self.opt_d, opt_g=self.opt_g,
+                                       step=self.step, rng=self.rng)
         # Keras 3 does not checkpoint the states of dropout/noise seed generators with the model:
         # list them, so a resumed run draws the same noise as an uninterrupted one.
         seeds = [v for v in self.D.variables + self.G.variables if "seed_generator_state" in v.path]
@@ -520,10 +546,11 @@ def restore(gan: GAN, manager: tf.train.CheckpointManager, run: Path) -> None:
     A checkpoint that cannot be read (e.g. its files were cut by a crash) is skipped with a warning
     and the one before it is used.
     """
-    ckpt = gan.checkpoint()
+    core, full = gan.checkpoint(core_only=True), gan.checkpoint()
     for path in reversed(manager.checkpoints):
         try:
-            ckpt.restore(path).assert_existing_objects_matched()
+            core.restore(path).assert_existing_objects_matched()
+            full.restore(path).expect_partial()  # the optional state, where the checkpoint has it
         except (tf.errors.OpError, IndexError) as e:  # files cut short or missing
             print(f"warning: checkpoint {path} is unreadable ({type(e).__name__}); trying the one before it",
                   file=sys.stderr)

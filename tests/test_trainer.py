@@ -179,3 +179,13 @@ def test_sigterm_saves_a_checkpoint_and_rerun_resumes(dsdir, tmp_path):
     assert saved > 0 and saved % 5 == 0  # a step at the end of a compiled chunk, not 0
     result = train(dsdir, run, "--ckpt_every", "1000", "--max_steps", str(saved + 5))
     assert result["step"] == saved + 5
+
+
+def test_a_run_from_before_a_flag_existed_still_resumes(dsdir, tmp_path, capsys):
+    run = tmp_path / "old"
+    train(dsdir, run, "--max_steps", "10")
+    cfg = json.loads((run / "config.json").read_text())
+    del cfg["deterministic"], cfg["nan_policy"]  # as written by a version without these flags
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert train(dsdir, run, "--max_steps", "15")["step"] == 15
+    assert "Resumed from" in capsys.readouterr().out
