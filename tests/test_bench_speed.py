@@ -1,0 +1,68 @@
+"""bench/speed.py --quick measures every config in seconds; the trainer's --mixed_precision trains and evaluates."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+import evaler
+import trainer
+from tests.tiny import TINY_FLAGS, make_tiny_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = {"mlp28", "conv28", "conv32"}
+POSITIVE = ("ms_per_step", "cpu_ms_per_step", "train_img_per_s", "flops_per_step", "flops_per_step_traced",
+            "achieved_flop_per_s", "fraction_of_peak", "input_img_per_s", "eval_img_per_s", "epoch_60k_s")
+
+
+def test_quick_benchmark_reports_every_field_of_every_config(tmp_path):
+    out = tmp_path / "speed.json"
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "bench/speed.py", "--quick", "--out", str(out)], cwd=ROOT,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True,
+                          timeout=180)  # ~30 s on 2 idle cores; the bound only catches hangs on a loaded machine
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {r["config"] for r in result["rows"]} == CONFIGS
+    for row in result["rows"]:
+        for key in POSITIVE:
+            assert row[key] > 0, (row["config"], key, row[key])
+        assert row["flops_per_step"] <= row["flops_per_step_traced"]
+        assert row["fraction_of_peak"] == pytest.approx(row["achieved_flop_per_s"] / result["machine"]
+                                                        ["peak_flop_per_s"])
+    assert "profiler" in result["flops_counted_by"]
+    assert "ms/step" in proc.stdout and "mlp28" in proc.stdout
+    print(f"bench/speed.py --quick took {time.perf_counter() - t:.1f} s")
+
+
+def test_mixed_precision_trains_in_float16_with_float32_losses_and_is_recorded(tmp_path):
+    dsdir = tmp_path / "ds"
+    make_tiny_dataset(dsdir)
+    run = tmp_path / "run"
+    common = ["--dataset", "tiny", "--dataset_dir", str(dsdir), "--train_dir", str(run), "--num_labeled", "30",
+              *TINY_FLAGS]
+    result = trainer.main([*common, "--mixed_precision", "--max_steps", "5"])
+    assert result["step"] == 5 and 0 <= result["test_accuracy"] <= 1
+    assert tf.keras.mixed_precision.global_policy().name == "float32"  # restored after building the models
+    assert json.loads((run / "config.json").read_text())["mixed_precision"] is True
+    (evaluated,) = evaler.main(["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir)])
+    assert evaluated["step"] == 5
+    with pytest.raises(SystemExit) as e:  # not resumable with other precision: the checkpoint's optimisers differ
+        trainer.main([*common, "--max_steps", "10"])
+    assert e.value.code == 2
+
+
+def test_mixed_precision_model_computes_in_float16_and_keeps_float32_weights():
+    args = trainer.parse_args(["--dataset", "x", "--arch", "mlp", "--d_width", "16", "--g_width", "8",
+                               "--z_dim", "4", "--mixed_precision"])
+    gan = trainer.GAN(args, (8, 8, 1), 3)
+    logits, _, _ = gan.D(tf.zeros([2, 8, 8, 1]))
+    assert logits.dtype == tf.float16 and gan.G(tf.zeros([2, 4])).dtype == tf.float16
+    assert {v.dtype for v in gan.D.trainable_variables} == {"float32"}
+    assert isinstance(gan.opt_d, tf.keras.optimizers.LossScaleOptimizer)
