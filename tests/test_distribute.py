@@ -52,6 +52,10 @@ def test_mirrored_on_two_cpu_devices_follows_the_single_device_trajectory(dsdir,
     for step in one:
         assert abs(one[step] - mirrored[step]) <= 0.35 * one[step] + 0.05, (step, one, mirrored)
     assert mirrored[40] < 0.5 * mirrored[10]
+    resumed = subprocess.run(trainer_cmd(dsdir, tmp_path / "mirrored", "--max_steps", "50", "--strategy", "mirrored",
+                                         "--cpu_devices", "2"), env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Resumed from" in resumed.stdout and "at step 40" in resumed.stdout and "Step 50:" in resumed.stdout
 
 
 def free_ports(n: int) -> list[int]:
