@@ -1,6 +1,7 @@
 """User-facing errors: one clear sentence and exit status 2, never a traceback."""
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -25,8 +26,11 @@ def exits_cleanly(main: Callable[..., T]) -> Callable[..., T]:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            print("error: interrupted (a second Ctrl-C stops at once, without saving)", file=sys.stderr)
+            sys.exit(130)
         except OSError as e:
-            if e.errno == 28:  # ENOSPC
+            if e.errno == errno.ENOSPC:
                 print(f"error: no space left on device ({e.filename or 'disk'}); free space and re-run",
                       file=sys.stderr)
                 sys.exit(EXIT_USER_ERROR)

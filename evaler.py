@@ -215,6 +215,15 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def trained_preprocessing(args: argparse.Namespace, cfg: dict) -> argparse.Namespace:
+    """The flags with which an own image folder is read: the run's size, channels, resize and test split,
+    so that evaluating never converts the folder differently from how the run was trained."""
+    info = cfg["dataset_info"]
+    given = {"input_height": info["height"], "input_width": info["width"], "channels": info["channels"],
+             "resize": cfg.get("resize", args.resize), "test_fraction": cfg.get("test_fraction", args.test_fraction)}
+    return argparse.Namespace(**{**vars(args), **given})
+
+
 def evaluate(args: argparse.Namespace) -> list[dict]:
     """Evaluate the asked checkpoint(s) on the dataset's test split; print and return the reports."""
     run, ckpts = find_run(args.checkpoint)
@@ -222,7 +231,7 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         ckpts = ckpts[-1:]
     cfg = json.loads((run / "config.json").read_text())
     check_against_config(args, cfg, run)
-    path, info = config.resolve_dataset(args)
+    path, info = config.resolve_dataset(trained_preprocessing(args, cfg))
     trained = cfg["dataset_info"]
     if (info.height, info.width, info.channels, info.num_class) != (
             trained["height"], trained["width"], trained["channels"], trained["num_class"]):

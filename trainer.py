@@ -473,7 +473,8 @@ def train(args: argparse.Namespace) -> dict:
     # Every worker takes part in saving (collective ops), but only the chief's files are kept.
     ckpt_dir = run / "ckpt" if chief else run / f".worker-{strategy.cluster_resolver.task_id}-ckpt"
     manager = tf.train.CheckpointManager(gan.checkpoint(), str(ckpt_dir), max_to_keep=args.keep if chief else 1)
-    restore(gan, manager, run)
+    # Every worker resumes from the chief's checkpoints (its own folder is only for writing).
+    restore(gan, manager if chief else tf.train.CheckpointManager(gan.checkpoint(), str(run / "ckpt"), None), run)
     if max_steps == 0:
         print(f"Built the model in {run} (max_steps 0): nothing trained.")
         return {"run_dir": str(run), "step": int(gan.step.numpy())}
@@ -647,6 +648,8 @@ def _finish(ctx: RunContext, status: str) -> dict:
         manager.save(checkpoint_number=step)
     if not ctx.chief:
         shutil.rmtree(manager.directory, ignore_errors=True)
+        if status == "signal":
+            sys.exit(130)
         return {"run_dir": str(ctx.run), "step": step, "stopped_by": status}
     if status == "signal":
         print(f"Interrupted: saved {manager.latest_checkpoint} at step {step}; re-run the same command to resume.")

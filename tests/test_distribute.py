@@ -108,3 +108,11 @@ def test_a_dead_worker_makes_the_other_exit_with_a_clear_error(dsdir, tmp_path):
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: lost contact with another worker") and "restart every worker" in last
     assert "Traceback" not in err
+    # Restarting every worker with the same command resumes all of them from the chief's checkpoint.
+    saved = int(tf.train.latest_checkpoint(str(run / "ckpt")).rsplit("-", 1)[1])
+    procs = start_workers(dsdir, run, "--max_steps", str(saved + 10), "--collective_timeout", "15")
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+    for out, _ in outs:
+        assert f"ckpt-{saved} at step {saved}" in out
+    assert tf.train.latest_checkpoint(str(run / "ckpt")).endswith(f"ckpt-{saved + 10}")

@@ -52,3 +52,15 @@ def test_num_class_disagreeing_with_the_folders_is_a_clear_error(folder, tmp_pat
     err = capsys.readouterr().err
     assert e.value.code == 2 and "a, b, c" in err.replace("'", "")
     assert not (tmp_path / "r").exists()
+
+
+def test_evaluating_uses_the_runs_preprocessing_and_never_reconverts_the_folder(folder, tmp_path):
+    run = tmp_path / "stretched"
+    trainer.main([*flags(folder, tmp_path), "--resize", "stretch", "--test_fraction", "0.2", "--train_dir", str(run),
+                  "--num_labeled", "15", *TINY_FLAGS, "--max_steps", "5"])
+    data = tmp_path / "datasets" / "shapes" / "data.hdf5"
+    before = data.stat().st_mtime_ns
+    (report,) = evaler.main(["--dataset", "shapes", "--data_dir", str(folder), "--dataset_dir",
+                             str(tmp_path / "datasets"), "--checkpoint", str(run), "--json"])
+    assert data.stat().st_mtime_ns == before
+    assert report["num_examples"] == 12  # the run's 20% test split, not the evaler's default 10%
