@@ -9,7 +9,7 @@ stream from the HDF5 file in sorted-index reads.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
@@ -27,9 +27,16 @@ class Split:
     name: str
     labels: np.ndarray
     images: np.ndarray | None  # None: stream from the file
+    _cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def cached(self, key: str, make):
+        """Build an object once per split (its tensors, its open HDF5 dataset) for every stream made of it."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
 
 def load_split(path: str | os.PathLike, split: str, in_memory: str = "auto", budget_gb: float = 4.0) -> Split:
@@ -70,11 +77,11 @@ def scale(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32) * (2.0 / 255.0) - 1.0
 
 
-def augment(images: tf.Tensor, max_shift: int = 2) -> tf.Tensor:
-    """Random translation by up to max_shift pixels (reflect padding), per image."""
+def augment(images: tf.Tensor, seed: tf.Tensor, max_shift: int = 2) -> tf.Tensor:
+    """Random translation by up to max_shift pixels (reflect padding), per image; `seed` [2] makes it repeatable."""
     shape = tf.shape(images)
     padded = tf.pad(images, [[0, 0], [max_shift, max_shift], [max_shift, max_shift], [0, 0]], mode="REFLECT")
-    offsets = tf.random.uniform([shape[0], 2], 0, 2 * max_shift + 1, dtype=tf.int32)
+    offsets = tf.random.stateless_uniform([shape[0], 2], seed, 0, 2 * max_shift + 1, dtype=tf.int32)
     return tf.map_fn(lambda a: tf.slice(a[0], [a[1][0], a[1][1], 0], [shape[1], shape[2], shape[3]]),
                      (padded, offsets), fn_output_signature=images.dtype)
 
@@ -88,20 +95,20 @@ def _index_batches(indices: np.ndarray, batch: int, seed: int, start_step: int) 
             tf.random.experimental.stateless_shuffle(idx, seed=tf.stack([tf.cast(seed, tf.int64), e])))
 
     ds = tf.data.Dataset.range(2**62).flat_map(epoch).batch(batch, drop_remainder=True)
-    return ds.skip(start_step)
+    return ds.enumerate().skip(start_step)  # (step, indices): the step seeds per-batch randomness
 
 
 def _gather(split: Split, with_labels: bool):
     """A tf.data map fn: index batch -> uint8 images (and labels), from memory or the HDF5 file."""
-    labels = tf.constant(split.labels)
+    labels = split.cached("labels", lambda: tf.constant(split.labels))
     if split.images is not None:
-        images = tf.constant(split.images)
+        images = split.cached("images", lambda: tf.constant(split.images))
 
         def fetch(i):
             return tf.gather(images, i)
     else:
-        shape = fmt.read_info(split.path).shape
-        f = h5py.File(split.path, "r")[f"{split.name}/images"]
+        f = split.cached("file", lambda: h5py.File(split.path, "r")[f"{split.name}/images"])
+        shape = f.shape[1:]
 
         def read(i):
             order = np.argsort(i)
@@ -122,9 +129,13 @@ def labeled_stream(split: Split, indices: np.ndarray, batch: int, seed: int, sta
                    do_augment: bool = False) -> tf.data.Dataset:
     """Endless (images [-1,1], labels) batches of the labelled subset, shuffled and repeated."""
     batch = min(batch, len(indices)) if len(indices) >= 1 else batch
-    ds = _index_batches(indices, batch, seed + 1, start_step).map(_gather(split, True))
-    ds = ds.map(lambda x, y: (augment(scale(x)) if do_augment else scale(x), y))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    gather = _gather(split, True)
+
+    def make(step, i):
+        x, y = gather(i)
+        return (augment(scale(x), tf.stack([tf.cast(seed + 1, tf.int64), step])) if do_augment else scale(x)), y
+
+    return _index_batches(indices, batch, seed + 1, start_step).map(make).prefetch(tf.data.AUTOTUNE)
 
 
 def unlabeled_stream(split: Split, batch: int, seed: int, start_step: int = 0,
@@ -132,9 +143,13 @@ def unlabeled_stream(split: Split, batch: int, seed: int, start_step: int = 0,
     """Endless batches of every train image (labels never read), shuffled each epoch."""
     if batch > len(split):
         raise UserError(f"--batch_size {batch} is larger than the {len(split)} training images; lower it")
-    ds = _index_batches(np.arange(len(split)), batch, seed + 2, start_step).map(_gather(split, False))
-    ds = ds.map(lambda x: augment(scale(x)) if do_augment else scale(x))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    gather = _gather(split, False)
+
+    def make(step, i):
+        x = scale(gather(i))
+        return augment(x, tf.stack([tf.cast(seed + 2, tf.int64), step])) if do_augment else x
+
+    return _index_batches(np.arange(len(split)), batch, seed + 2, start_step).map(make).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_stream(split: Split, batch: int) -> tf.data.Dataset:

@@ -65,5 +65,14 @@ def test_streaming_from_the_file_gives_the_same_batches_as_memory(path):
 def test_augment_shifts_but_keeps_shape_and_range():
     import tensorflow as tf
     x = tf.random.uniform([4, 10, 14, 3], -1, 1)
-    y = input_ops.augment(x).numpy()
+    y = input_ops.augment(x, tf.constant([1, 2], tf.int64)).numpy()
     assert y.shape == (4, 10, 14, 3) and y.min() >= -1 and y.max() <= 1
+    np.testing.assert_array_equal(y, input_ops.augment(x, tf.constant([1, 2], tf.int64)).numpy())
+
+
+def test_augmented_stream_resumes_with_the_same_shifted_batches(path):
+    split = input_ops.load_split(path, "train")
+    full = list(input_ops.unlabeled_stream(split, 12, 0, do_augment=True).take(5).as_numpy_iterator())
+    resumed = list(input_ops.unlabeled_stream(split, 12, 0, start_step=3, do_augment=True).take(2).as_numpy_iterator())
+    for a, b in zip(full[3:], resumed):
+        np.testing.assert_array_equal(a, b)
