@@ -19,21 +19,17 @@ import argparse
 import csv
 import functools
 import io
-import itertools
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 import config
 import input_ops
@@ -259,7 +255,6 @@ def generate(G: tf.keras.Model, cfg: dict, n: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- using the classifier: predict, export, samples
 
-PREDICT_SERIAL_BELOW = 256  # fewer files than this are decoded in this process, without a pool
 SHOW_BAD = 20  # unreadable files listed by name on stderr
 
 
@@ -322,68 +317,18 @@ def list_images(path: Path) -> list[str]:
     return found
 
 
-def decode_files(files: list[str], shape: tuple[int, int, int], resize: str
-                 ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """Decode files as training did; return (uint8 images of readable ones, their indices, [(file, reason)])."""
-    out = np.empty((len(files), *shape), np.uint8)
-    ok: list[int] = []
-    bad: list[tuple[str, str]] = []
-    for i, f in enumerate(files):
-        try:
-            out[len(ok)] = folder.load_image(f, *shape, resize)
-            ok.append(i)
-        except Exception as e:  # any unreadable file is reported, never a crash
-            bad.append((f, why_unreadable(e)))
-    return out[:len(ok)], ok, bad
-
-
-def why_unreadable(e: Exception) -> str:
-    """A short reason why Pillow could not read a file."""
-    if isinstance(e, UnidentifiedImageError):
-        return "not an image"
-    first = (str(e).splitlines() or [""])[0]
-    return f"{type(e).__name__}: {first}"[:120].rstrip(": ")
-
-
-def cpus() -> int:
-    """CPUs this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def decode_pool(workers: int, n: int) -> Executor | None:
-    """A process pool (fork where available) to decode n files, or None when one process is enough."""
-    if workers < 2 or n < PREDICT_SERIAL_BELOW:
-        return None
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-
-
-def in_order(fn: Callable, tasks: list, pool: Executor | None, window: int) -> Iterator:
-    """fn(task) for each task, in order; on a pool, the first `window` are submitted now, then one per result."""
-    if pool is None:
-        return map(fn, tasks)
-    it = iter(tasks)
-    pending = deque(pool.submit(fn, t) for t in itertools.islice(it, window))
-
-    def results():
-        while pending:
-            done = pending.popleft().result()
-            pending.extend(pool.submit(fn, t) for t in itertools.islice(it, 1))
-            yield done
-    return results()
-
-
 def classify_files(files: list[str], shape: tuple[int, int, int], resize: str, batch: int, workers: int,
                    load: Callable[[], Callable]) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """(readable files, their probabilities, [(bad file, reason)]); decoding starts before `load()` builds D."""
     chunk = max(1, min(batch, -(-len(files) // (4 * workers))))
     chunks = [files[i:i + chunk] for i in range(0, len(files), chunk)]
-    pool = decode_pool(workers, len(files))
+    pool = folder.process_pool(workers, len(files))
     kept: list[str] = []
     probs: list[np.ndarray] = []
     bad: list[tuple[str, str]] = []
     try:
-        decoded = in_order(functools.partial(decode_files, shape=shape, resize=resize), chunks, pool, 2 * workers)
+        decoded = folder.ordered(functools.partial(folder.decode_chunk, "", shape=shape, resize=resize), chunks, pool,
+                                 2 * workers)
         probabilities = load()
         for names, (images, ok, why) in zip(chunks, decoded):
             kept += [names[i] for i in ok]
@@ -443,7 +388,7 @@ def predict(args: argparse.Namespace) -> dict:
         return probabilities_fn(D, shape)
 
     kept, probs, bad = classify_files(files, shape, cfg.get("resize", "crop"), args.batch_size * 5,
-                                      args.workers or cpus(), load)
+                                      args.workers or folder.cpus(), load)
     report_bad(bad)
     if not kept:
         raise UserError(f"none of the {len(files)} file(s) in --predict {args.predict} is a readable image")

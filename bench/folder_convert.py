@@ -77,7 +77,7 @@ def main() -> None:
         noop_s = time.perf_counter() - t0
     result = {
         "n_images": args.n, "n_written": n_out, "shape": list(info.shape),
-        "workers": args.workers or folder._cpus(), "cpus": os.cpu_count(),
+        "workers": args.workers or folder.cpus(), "cpus": os.cpu_count(),
         "jpeg_mb": round(nbytes / 2**20, 1), "hdf5_mb": round(out_mb, 1),
         "generate_s": round(gen_s, 2), "convert_s": round(conv_s, 2),
         "images_per_s": round(args.n / conv_s, 1), "noop_rerun_s": round(noop_s, 3),

@@ -347,7 +347,7 @@ def load_image(path: str | os.PathLike, height: int, width: int, channels: int, 
     return a[..., None] if a.ndim == 2 else a
 
 
-def _reason(e: Exception, path: str) -> str:
+def unreadable_reason(e: Exception, path: str) -> str:
     """A short reason why a file could not be read."""
     if isinstance(e, UnidentifiedImageError):
         return "not an image"
@@ -355,7 +355,7 @@ def _reason(e: Exception, path: str) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".strip(": ")[:100]
 
 
-def _decode_chunk(root: str, files: list[str], shape: tuple[int, int, int], resize: str
+def decode_chunk(root: str, files: list[str], shape: tuple[int, int, int], resize: str
                   ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
     """Decode files; return (images of the readable ones, their indices, [(file, reason)] of the others)."""
     h, w, c = shape
@@ -367,7 +367,7 @@ def _decode_chunk(root: str, files: list[str], shape: tuple[int, int, int], resi
             out[len(ok)] = load_image(os.path.join(root, rel), h, w, c, resize)
             ok.append(i)
         except Exception as e:  # any unreadable file is skipped, never a crash
-            bad.append((rel, _reason(e, os.path.join(root, rel))))
+            bad.append((rel, unreadable_reason(e, os.path.join(root, rel))))
     return out[:len(ok)], ok, bad
 
 
@@ -414,7 +414,7 @@ def _plan(splits: dict[str, list[tuple[str, int]]], shape: tuple[int, int, int],
     return [(split, items[i:i + chunk]) for split, items in splits.items() for i in range(0, len(items), chunk)]
 
 
-def _ordered(run: Callable, tasks: list, pool: Executor | None, window: int) -> Iterator:
+def ordered(run: Callable, tasks: list, pool: Executor | None, window: int) -> Iterator:
     """Results of run(task) in task order, with at most `window` tasks in flight (bounded memory)."""
     if pool is None:
         yield from (run(t) for t in tasks)
@@ -442,15 +442,15 @@ class _Task:
     resize: str
 
     def __call__(self, task: tuple[str, list[tuple[str, int]]]) -> tuple[np.ndarray, list[int], list]:
-        return _decode_chunk(self.root, [r for r, _ in task[1]], self.shape, self.resize)
+        return decode_chunk(self.root, [r for r, _ in task[1]], self.shape, self.resize)
 
 
-def _cpus() -> int:
+def cpus() -> int:
     """CPUs this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _pool(workers: int, n: int) -> ProcessPoolExecutor | None:
+def process_pool(workers: int, n: int) -> ProcessPoolExecutor | None:
     """A process pool (fork where available: no re-import of the caller) or None for small jobs."""
     if workers < 2 or n < SERIAL_BELOW:
         return None
@@ -464,15 +464,15 @@ def _pool(workers: int, n: int) -> ProcessPoolExecutor | None:
 def _write(path: Path, info: DatasetInfo, root: Path, splits: dict[str, list[tuple[str, int]]], resize: str,
            workers: int | None) -> None:
     """Decode all files in parallel chunks and append them to a new dataset file; report skipped files."""
-    workers = max(1, workers or _cpus())
+    workers = max(1, workers or cpus())
     tasks = _plan(splits, info.shape, workers)
     total = sum(len(v) for v in splits.values())
     counts = {"train": np.zeros(info.num_class + 1, np.int64), "test": np.zeros(info.num_class + 1, np.int64)}
     skipped: list[tuple[str, str]] = []
-    pool = _pool(workers, total)
+    pool = process_pool(workers, total)
     try:
         with Writer(path, info) as w, tqdm(total=total, unit="img", desc=f"converting {info.name}") as bar:
-            results = _ordered(_Task(str(root), info.shape, resize), tasks, pool, 2 * workers)
+            results = ordered(_Task(str(root), info.shape, resize), tasks, pool, 2 * workers)
             for (split, items), (images, ok, bad) in zip(tasks, results, strict=True):
                 labels = np.array([items[i][1] for i in ok], dtype=np.int64)
                 if len(ok):
