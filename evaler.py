@@ -32,6 +32,7 @@ import tensorflow as tf
 from PIL import Image
 
 import config
+import datasets
 import input_ops
 import model
 from datasets import folder
@@ -214,6 +215,8 @@ def format_report(r: dict) -> str:
 def trained_preprocessing(args: argparse.Namespace, cfg: dict) -> argparse.Namespace:
     """The flags with which an own image folder is read: the run's size, channels, resize and test split,
     so that evaluating never converts the folder differently from how the run was trained."""
+    if args.dataset in datasets.SOURCES or not config.folder_exists(args):
+        return args  # a downloaded dataset: nothing to convert; the flags as given are checked
     info = cfg["dataset_info"]
     given = {"input_height": info["height"], "input_width": info["width"], "channels": info["channels"],
              "resize": cfg.get("resize", args.resize), "test_fraction": cfg.get("test_fraction", args.test_fraction)}
