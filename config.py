@@ -6,6 +6,7 @@ from pathlib import Path
 
 import datasets
 import model
+from datasets import folder
 from datasets import format as fmt
 from errors import UserError
 
@@ -70,8 +71,7 @@ def resolve_dataset(args: argparse.Namespace) -> tuple[Path, fmt.DatasetInfo]:
 
     A public dataset name (mnist, ...) always means the downloaded file, never a folder of that name.
     """
-    if args.dataset not in datasets.SOURCES and folder_exists(args):
-        from datasets import folder
+    if args.dataset not in datasets.SOURCES and folder.is_folder_dataset(args.dataset, args.data_dir):
         path = folder.ensure(args.dataset, data_dir=args.data_dir, dataset_dir=args.dataset_dir,
                              height=args.input_height, width=args.input_width, channels=args.channels,
                              num_class=args.num_class, test_fraction=args.test_fraction, resize=args.resize)
@@ -80,11 +80,6 @@ def resolve_dataset(args: argparse.Namespace) -> tuple[Path, fmt.DatasetInfo]:
     info = fmt.read_info(path)
     check_shape_flags(args, info.height, info.width, info.num_class, f"dataset {args.dataset}")
     return path, info
-
-
-def folder_exists(args: argparse.Namespace) -> bool:
-    """Whether args.dataset names an image folder under --data_dir."""
-    return (Path(args.data_dir) / args.dataset).is_dir()
 
 
 def check_shape_flags(args: argparse.Namespace, height: int, width: int, num_class: int, what: str) -> None:

@@ -215,7 +215,7 @@ def format_report(r: dict) -> str:
 def trained_preprocessing(args: argparse.Namespace, cfg: dict) -> argparse.Namespace:
     """The flags with which an own image folder is read: the run's size, channels, resize and test split,
     so that evaluating never converts the folder differently from how the run was trained."""
-    if args.dataset in datasets.SOURCES or not config.folder_exists(args):
+    if args.dataset in datasets.SOURCES or not folder.is_folder_dataset(args.dataset, args.data_dir):
         return args  # a downloaded dataset: nothing to convert; the flags as given are checked
     info = cfg["dataset_info"]
     given = {"input_height": info["height"], "input_width": info["width"], "channels": info["channels"],
@@ -252,7 +252,7 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
 
 def generate(G: tf.keras.Model, cfg: dict, n: int) -> np.ndarray:
     """n generated images in [-1, 1] from the run's fixed evaluation noise."""
-    z = tf.random.stateless_normal([n, cfg["z_dim"]], seed=[cfg["seed"], 7])
+    z = model.grid_noise(cfg["seed"], cfg["z_dim"], n)
     return G(z, training=False).numpy()
 
 

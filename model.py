@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 import ops
@@ -99,3 +100,8 @@ def build_generator(arch: str, shape: tuple[int, int, int], z_dim: int = 100, wi
     else:
         raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
     return keras.Model(z, out, name="generator")
+
+
+def grid_noise(seed: int, z_dim: int, n: int) -> tf.Tensor:
+    """The fixed noise of a run's sample grids: the same images for the trainer and the evaler."""
+    return tf.random.stateless_normal([n, z_dim], seed=[seed, 7])

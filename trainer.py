@@ -480,7 +480,7 @@ def train(args: argparse.Namespace) -> dict:
         return {"run_dir": str(run), "step": int(gan.step.numpy())}
     loop, read_metrics = make_train_loop(gan, args, strategy)
     writer = tf.summary.create_file_writer(str(run / "logs")) if chief else tf.summary.create_noop_writer()
-    z_fixed = tf.random.stateless_normal([100, args.z_dim], seed=[args.seed, 7])
+    z_fixed = model.grid_noise(args.seed, args.z_dim, 100)
     print(f"Training {run} on {args.dataset} ({strategy.num_replicas_in_sync} replica(s)): {len(lab_idx)} labelled "
           f"of {len(train_split)} train images, "
           f"{len(test_split)} test; steps {int(gan.step.numpy())} -> {max_steps}.  "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,17 +184,3 @@ def load_labels(path: str | os.PathLike, split: str) -> np.ndarray:
     """Read only the labels of a split."""
     with h5py.File(path, "r") as f:
         return f[f"{split}/labels"][...]
-
-
-def iter_chunks(path: str | os.PathLike, split: str, indices: np.ndarray | None = None,
-                chunk: int = CHUNK_IMAGES) -> Iterable[tuple[np.ndarray, np.ndarray]]:
-    """Yield (images, labels) of a split in chunks, reading only `chunk` images at a time."""
-    with h5py.File(path, "r") as f:
-        images, labels = f[f"{split}/images"], f[f"{split}/labels"]
-        if indices is None:
-            for start in range(0, images.shape[0], chunk):
-                yield images[start:start + chunk], labels[start:start + chunk]
-        else:
-            for start in range(0, len(indices), chunk):
-                idx = np.sort(indices[start:start + chunk])
-                yield images[idx], labels[idx]
