@@ -72,51 +72,88 @@ def accuracy(class_logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
 # ---------------------------------------------------------------- layers
 
 
-class WeightNormDense(keras.layers.Layer):
-    """Dense layer with weight normalisation (Salimans & Kingma 2016): w = g * v / ||v||."""
+class _WeightNorm(keras.layers.Layer):
+    """Weight normalisation (Salimans & Kingma 2016): w = g * v / ||v|| per output unit, plus a bias.
 
-    def __init__(self, units: int, init_scale: float = 1.0, **kwargs):
+    `data_dependent_init` sets g and b from one batch so every unit's pre-activation starts with
+    mean 0 and standard deviation `init_scale`, as in Salimans et al.'s SSGAN code.
+    """
+
+    init_pass = False  # True only during data_dependent_init's one eager forward pass
+
+    def __init__(self, init_scale: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.units = units
         self.init_scale = init_scale
 
-    def build(self, input_shape):
-        self.v = self.add_weight(name="v", shape=(input_shape[-1], self.units),
-                                 initializer=keras.initializers.RandomNormal(stddev=0.05))
-        self.g = self.add_weight(name="g", shape=(self.units,),
-                                 initializer=keras.initializers.Constant(self.init_scale))
-        self.b = self.add_weight(name="b", shape=(self.units,), initializer="zeros")
+    def _add_weights(self, v_shape, units: int):
+        self.v = self.add_weight(name="v", shape=v_shape, initializer=keras.initializers.RandomNormal(stddev=0.05))
+        self.g = self.add_weight(name="g", shape=(units,), initializer=keras.initializers.Constant(self.init_scale))
+        self.b = self.add_weight(name="b", shape=(units,), initializer="zeros")
+
+    def _direction(self):
+        return self.v / tf.norm(tf.reshape(self.v, [-1, self.v.shape[-1]]), axis=0)
 
     def call(self, x):
-        w = self.v * (self.g / tf.norm(self.v, axis=0))
-        return tf.matmul(x, w) + self.b
+        if self.init_pass:
+            t = self._project(x, self._direction())
+            mean, var = tf.nn.moments(tf.cast(t, tf.float32), axes=list(range(len(t.shape) - 1)))
+            g = self.init_scale / tf.sqrt(var + 1e-6)
+            self.g.assign(tf.cast(g, self.g.dtype))
+            self.b.assign(tf.cast(-mean * g, self.b.dtype))
+        return self._project(x, self._direction() * self.g) + self.b
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "init_scale": self.init_scale}
+        return {**super().get_config(), "init_scale": self.init_scale}
 
 
-class WeightNormConv2D(keras.layers.Layer):
+class WeightNormDense(_WeightNorm):
+    """Dense layer with weight normalisation."""
+
+    def __init__(self, units: int, init_scale: float = 1.0, **kwargs):
+        super().__init__(init_scale, **kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self._add_weights((input_shape[-1], self.units), self.units)
+
+    def _project(self, x, w):
+        return tf.matmul(x, w)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class WeightNormConv2D(_WeightNorm):
     """2-D convolution with weight normalisation over each output channel's kernel."""
 
-    def __init__(self, filters: int, kernel_size: int = 3, strides: int = 1, padding: str = "same", **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, filters: int, kernel_size: int = 3, strides: int = 1, padding: str = "same",
+                 init_scale: float = 1.0, **kwargs):
+        super().__init__(init_scale, **kwargs)
         self.filters, self.kernel_size, self.strides, self.padding = filters, kernel_size, strides, padding
 
     def build(self, input_shape):
         k = self.kernel_size
-        self.v = self.add_weight(name="v", shape=(k, k, input_shape[-1], self.filters),
-                                 initializer=keras.initializers.RandomNormal(stddev=0.05))
-        self.g = self.add_weight(name="g", shape=(self.filters,), initializer="ones")
-        self.b = self.add_weight(name="b", shape=(self.filters,), initializer="zeros")
+        self._add_weights((k, k, input_shape[-1], self.filters), self.filters)
 
-    def call(self, x):
-        w = self.v * (self.g / tf.norm(tf.reshape(self.v, [-1, self.filters]), axis=0))
-        y = tf.nn.conv2d(x, w, strides=self.strides, padding=self.padding.upper())
-        return y + self.b
+    def _project(self, x, w):
+        return tf.nn.conv2d(x, w, strides=self.strides, padding=self.padding.upper())
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "strides": self.strides, "padding": self.padding}
+
+
+def data_dependent_init(net: keras.Model, x: tf.Tensor) -> None:
+    """Salimans & Kingma's initialisation: one eager pass over `x` (layer by layer, in order) sets
+    every weight-normalised layer's g and b so its pre-activations on `x` have mean 0, std init_scale."""
+    wn = [layer for layer in net.layers if isinstance(layer, _WeightNorm)]
+    for layer in wn:
+        layer.init_pass = True
+    try:
+        net(x, training=True)
+    finally:
+        for layer in wn:
+            layer.init_pass = False
 
 
 class ZeroLogit(keras.layers.Layer):

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--unsup_weight", type=float, default=1.0, help="weight of D's real/fake loss")
     g.add_argument("--entropy_weight", type=float, default=0.0, help="entropy minimisation on unlabelled (Dai et al.)")
     g.add_argument("--pt_weight", type=float, default=0.0, help="pull-away term on generated features (Dai et al.)")
+    g.add_argument("--data_init", action=argparse.BooleanOptionalAction, default=False,
+                   help="set D's weight-norm scales and biases from a batch of real images at step 0 (Salimans et al.)")
     g.add_argument("--ema_decay", type=float, default=0.999, help="Polyak/EMA decay of D's weights used for eval")
     g.add_argument("--nan_policy", choices=("stop", "restore"), default="stop",
                    help="on a NaN/Inf loss: stop (keeping the last good checkpoint), or roll back and halve the LR")
@@ -78,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deterministic ops (tf.config.experimental.enable_op_determinism): a resumed run ends "
                         "bit-identical to an uninterrupted one")
     g.add_argument("--augment", action="store_true", help="random 2-pixel translations of real images")
-    g.add_argument("--mixed_precision", action="store_true",
-                   help="compute in float16 with float32 weights and losses, dynamic loss scaling (for GPUs: on "
-                        "CPUs float16 is far slower)")
+    g.add_argument("--mixed_precision", nargs="?", const="float16", default=None, choices=("float16", "bfloat16"),
+                   help="compute in float16 (GPUs; dynamic loss scaling) or bfloat16 (CPUs with AVX512-BF16/AMX) "
+                        "with float32 weights and losses; the flag alone means float16")
     g.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False,
                    help="XLA-compile the train step (off: XLA's CPU random numbers make noise/dropout nets slower)")
     g = p.add_argument_group("devices (tf.distribute)")
@@ -167,14 +169,22 @@ RESUMABLE_KEYS = {"lr", "max_steps", "epochs", "time_budget_min", "ckpt_every", 
 RUN_ONLY_KEYS = {"train_dir", "runs_dir", "new_run", "dataset_dir", "data_dir"}
 
 
+# Flag values written by older versions, and what they mean now.
+LEGACY_VALUES = {"mixed_precision": {True: "float16", False: None}}
+
+
 def config_diff(old: dict, record: dict) -> list[str]:
     """Flags that differ between a run's config.json and this command (resumable ones aside).
 
     A flag missing from an older config.json counts as having had its default, so runs made before
     the flag existed still resume.
     """
+    def then(k):
+        v = old.get(k, FLAG_DEFAULTS.get(k))
+        return LEGACY_VALUES.get(k, {}).get(v, v) if isinstance(v, bool) else v
+
     keys = sorted(set(old) | set(record))
-    return [k for k in keys if k not in RESUMABLE_KEYS and old.get(k, FLAG_DEFAULTS.get(k)) != record.get(k)]
+    return [k for k in keys if k not in RESUMABLE_KEYS and then(k) != record.get(k)]
 
 
 def _default_run_dir(args: argparse.Namespace, record: dict) -> Path:
@@ -239,7 +249,7 @@ class GAN(tf.Module):
     def __init__(self, args: argparse.Namespace, shape: tuple[int, int, int], num_class: int):
         super().__init__(name="gan")
         keras_seed(args.seed)
-        with dtype_policy("mixed_float16" if args.mixed_precision else None):
+        with dtype_policy(f"mixed_{args.mixed_precision}" if args.mixed_precision else None):
             self.D = model.build_discriminator(args.arch, shape, num_class, args.head, args.d_width)
             self.D_ema = model.build_discriminator(args.arch, shape, num_class, args.head, args.d_width)
             self.G = model.build_generator(args.arch, shape, args.z_dim, args.g_width)
@@ -247,7 +257,7 @@ class GAN(tf.Module):
             e.assign(v)
         self.opt_d = tf.keras.optimizers.Adam(args.lr, beta_1=args.beta1)
         self.opt_g = tf.keras.optimizers.Adam(args.lr, beta_1=args.beta1)
-        if args.mixed_precision:  # float16 gradients underflow without a (dynamic) loss scale
+        if args.mixed_precision == "float16":  # float16 gradients underflow without a (dynamic) loss scale
             self.opt_d, self.opt_g = (tf.keras.optimizers.LossScaleOptimizer(o) for o in (self.opt_d, self.opt_g))
         # Keras 3 optimisers create slots lazily; build them so a restore fills every variable.
         self.opt_d.build(self.D.trainable_variables)
@@ -475,6 +485,8 @@ def train(args: argparse.Namespace) -> dict:
     manager = tf.train.CheckpointManager(gan.checkpoint(), str(ckpt_dir), max_to_keep=args.keep if chief else 1)
     # Every worker resumes from the chief's checkpoints (its own folder is only for writing).
     restore(gan, manager if chief else tf.train.CheckpointManager(gan.checkpoint(), str(run / "ckpt"), None), run)
+    if args.data_init and int(gan.step.numpy()) == 0:
+        init_weights(gan, train_split, args, strategy)
     if max_steps == 0:
         print(f"Built the model in {run} (max_steps 0): nothing trained.")
         return {"run_dir": str(run), "step": int(gan.step.numpy())}
@@ -499,6 +511,15 @@ def train(args: argparse.Namespace) -> dict:
     finally:
         stop.restore()
     return _finish(ctx, status)
+
+
+def init_weights(gan: GAN, split: input_ops.Split, args: argparse.Namespace, strategy) -> None:
+    """Data-dependent init of D (and so of D_ema) from up to 500 training images, the same on every worker."""
+    x = next(iter(input_ops.unlabeled_stream(split, min(500, len(split)), args.seed)))
+    with strategy.scope():
+        ops.data_dependent_init(gan.D, x)
+        for e, v in zip(gan.D_ema.weights, gan.D.weights):
+            e.assign(v)
 
 
 def check_sizes(args: argparse.Namespace, n_train: int, n_test: int, replicas: int = 1) -> None:

@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jit", "--no-jit", dest="jit", action=JitAction, nargs=0, default=None,
                    help="measure with XLA on (--jit) or off (--no-jit), or both (--jit --no-jit); "
                         "None: mlp both ways, conv (and all with --quick) with the trainer's default")
-    p.add_argument("--mixed_precision", action="store_true", help="pass the trainer's --mixed_precision")
+    p.add_argument("--mixed_precision", nargs="?", const="float16", default=None, choices=("float16", "bfloat16"),
+                   help="pass the trainer's --mixed_precision (float16 or bfloat16)")
     p.add_argument("--inter_op", type=int, default=0, help="tf.config.threading inter-op threads (0: TF's choice)")
     p.add_argument("--intra_op", type=int, default=0, help="tf.config.threading intra-op threads (0: TF's choice)")
     p.add_argument("--profile", metavar="DIR", help="write a TensorBoard profile trace of some training steps")
@@ -156,11 +157,11 @@ def make_dataset(root: Path, name: str, shape: tuple[int, int, int], n_train: in
     return fmt.write(fmt.dataset_path(root, name), info, splits)
 
 
-def trainer_args(arch: str, jit: bool, steps_per_loop: int, mixed: bool) -> argparse.Namespace:
+def trainer_args(arch: str, jit: bool, steps_per_loop: int, mixed: str | None) -> argparse.Namespace:
     """The trainer's own flags (and defaults) for this measurement."""
     argv = ["--dataset", "bench", "--arch", arch, "--batch_size", str(BATCH), "--jit" if jit else "--no-jit",
             "--steps_per_loop", str(steps_per_loop), "--summary_every", str(max(100, steps_per_loop))]
-    return trainer.parse_args(argv + (["--mixed_precision"] if mixed else []))
+    return trainer.parse_args(argv + (["--mixed_precision", mixed] if mixed else []))
 
 
 def input_speed(split: input_ops.Split, batches: int) -> float:
@@ -227,7 +228,7 @@ def measure(name: str, args: argparse.Namespace, splits: tuple, opts: argparse.N
             io_speed: dict) -> dict:
     """One result row: training speed, FLOPs, and (once per config) input and evaler speed."""
     train, test = splits
-    tag = f"{name}-jit{int(args.jit)}-spl{args.steps_per_loop}{'-mixed' if opts.mixed_precision else ''}"
+    tag = f"{name}-jit{int(args.jit)}-spl{args.steps_per_loop}{'-' + opts.mixed_precision if opts.mixed_precision else ''}"
     gan, sec, cpu_sec, steps, flops, traced = train_speed(args, train, opts, tag)
     if not io_speed:
         io_speed["input_img_per_s"] = input_speed(train, 5 if opts.quick else 300)

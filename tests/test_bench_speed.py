@@ -50,7 +50,7 @@ def test_mixed_precision_trains_in_float16_with_float32_losses_and_is_recorded(t
     result = trainer.main([*common, "--mixed_precision", "--max_steps", "5"])
     assert result["step"] == 5 and 0 <= result["test_accuracy"] <= 1
     assert tf.keras.mixed_precision.global_policy().name == "float32"  # restored after building the models
-    assert json.loads((run / "config.json").read_text())["mixed_precision"] is True
+    assert json.loads((run / "config.json").read_text())["mixed_precision"] == "float16"
     (evaluated,) = evaler.main(["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir)])
     assert evaluated["step"] == 5
     with pytest.raises(SystemExit) as e:  # not resumable with other precision: the checkpoint's optimisers differ
@@ -66,3 +66,25 @@ def test_mixed_precision_model_computes_in_float16_and_keeps_float32_weights():
     assert logits.dtype == tf.float16 and gan.G(tf.zeros([2, 4])).dtype == tf.float16
     assert {v.dtype for v in gan.D.trainable_variables} == {"float32"}
     assert isinstance(gan.opt_d, tf.keras.optimizers.LossScaleOptimizer)
+
+
+def test_bfloat16_computes_in_bfloat16_without_loss_scaling():
+    args = trainer.parse_args(["--dataset", "x", "--arch", "conv", "--d_width", "4", "--g_width", "4",
+                               "--z_dim", "4", "--mixed_precision", "bfloat16"])
+    gan = trainer.GAN(args, (8, 8, 1), 3)
+    logits, _, _ = gan.D(tf.zeros([2, 8, 8, 1]))
+    assert logits.dtype == tf.bfloat16 and gan.G(tf.zeros([2, 4])).dtype == tf.bfloat16
+    assert {v.dtype for v in gan.D.trainable_variables} == {"float32"}
+    assert not isinstance(gan.opt_d, tf.keras.optimizers.LossScaleOptimizer)
+
+
+def test_a_run_recorded_with_the_old_boolean_flag_resumes(tmp_path):
+    dsdir = tmp_path / "ds"
+    make_tiny_dataset(dsdir)
+    run = tmp_path / "run"
+    common = ["--dataset", "tiny", "--dataset_dir", str(dsdir), "--train_dir", str(run), "--num_labeled", "30",
+              *TINY_FLAGS, "--mixed_precision"]
+    trainer.main([*common, "--max_steps", "5"])
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "mixed_precision": True}))  # as versions before bfloat16
+    assert trainer.main([*common, "--max_steps", "10"])["step"] == 10

@@ -81,3 +81,18 @@ def test_weight_norm_conv_kernel_has_unit_norm_per_filter():
     layer = ops.WeightNormConv2D(4, 3, strides=2)
     y = layer(tf.zeros([2, 9, 10, 3]))
     assert y.shape == (2, 5, 5, 4)
+
+
+@pytest.mark.parametrize("layer", [ops.WeightNormDense(6, init_scale=0.5), ops.WeightNormConv2D(6, 3)])
+def test_data_dependent_init_standardises_pre_activations(layer):
+    import keras
+    x_in = keras.Input((5, 5, 2))
+    h = keras.layers.Flatten()(x_in) if isinstance(layer, ops.WeightNormDense) else x_in
+    net = keras.Model(x_in, layer(h))
+    x = tf.random.stateless_normal([64, 5, 5, 2], seed=[1, 2], mean=3.0, stddev=4.0)
+    before = net(x).numpy()
+    ops.data_dependent_init(net, x)
+    y = net(x).numpy().reshape(-1, 6)
+    np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(y.std(0), layer.init_scale, rtol=1e-3)
+    assert not layer.init_pass and np.abs(before.reshape(-1, 6).mean(0)).max() > 0.1  # it changed something

@@ -15,7 +15,9 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import evaler
+import input_ops
 import trainer
+from datasets import format as fmt
 from tests.tiny import TINY_FLAGS, make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,6 +156,18 @@ def test_conv_arch_trains_on_odd_rgb_size(tmp_path):
                            "--num_labeled", "30", *TINY_FLAGS, "--arch", "conv", "--d_width", "4",
                            "--g_width", "4", "--max_steps", "10", "--augment"])
     assert result["step"] == 10
+
+
+def test_data_init_sets_d_and_its_ema_from_real_images(dsdir, tmp_path):
+    args = trainer.parse_args(["--dataset", "tiny", *TINY_FLAGS, "--data_init"])
+    gan = trainer.GAN(args, (12, 12, 1), 3)
+    split = input_ops.load_split(fmt.dataset_path(dsdir, "tiny"), "train")
+    trainer.init_weights(gan, split, args, tf.distribute.get_strategy())
+    g = [v.numpy() for v in gan.D.weights if v.path.endswith("/g")]
+    assert len(g) == 6 and not np.allclose(g[0], 1.0)  # scales set from the data, not the constant initialiser
+    for e, v in zip(gan.D_ema.weights, gan.D.weights):
+        np.testing.assert_array_equal(e.numpy(), v.numpy())
+    assert train(dsdir, tmp_path / "r", "--max_steps", "10", "--data_init")["step"] == 10
 
 
 def test_max_steps_zero_builds_and_stops(dsdir, tmp_path, capsys):
