@@ -228,7 +228,8 @@ def measure(name: str, args: argparse.Namespace, splits: tuple, opts: argparse.N
             io_speed: dict) -> dict:
     """One result row: training speed, FLOPs, and (once per config) input and evaler speed."""
     train, test = splits
-    tag = f"{name}-jit{int(args.jit)}-spl{args.steps_per_loop}{'-' + opts.mixed_precision if opts.mixed_precision else ''}"
+    precision = f"-{opts.mixed_precision}" if opts.mixed_precision else ""
+    tag = f"{name}-jit{int(args.jit)}-spl{args.steps_per_loop}{precision}"
     gan, sec, cpu_sec, steps, flops, traced = train_speed(args, train, opts, tag)
     if not io_speed:
         io_speed["input_img_per_s"] = input_speed(train, 5 if opts.quick else 300)
