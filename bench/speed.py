@@ -91,9 +91,9 @@ class JitAction(argparse.Action):
 # ---------------------------------------------------------------- machine peak and FLOP counting
 
 
-def matmul_peak(n: int, repeats: int) -> float:
-    """Best float32 FLOP/s of an n x n matmul in a tf.function, over `repeats` timed runs."""
-    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
+def matmul_peak(n: int, repeats: int, dtype: str = "float32") -> float:
+    """Best FLOP/s of an n x n matmul (float32, or the mixed-precision dtype) in a tf.function, over `repeats` runs."""
+    a, b = (tf.cast(tf.random.normal([n, n]), dtype) for _ in range(2))
     mm = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
     mm(a, b).numpy()
     best = float("inf")
@@ -297,13 +297,18 @@ def main(argv: list[str] | None = None) -> dict:
     n = 512 if opts.quick else 2048
     peak = matmul_peak(n, 3 if opts.quick else 10)
     load = os.getloadavg()[0]
-    print(f"peak (best {n}x{n} float32 matmul): {peak / 1e9:.1f} GFLOP/s; load average {load:.2f}\n{HEADER}",
+    low = {}
+    if opts.mixed_precision:  # %peak stays relative to float32; the low-precision matmul's peak is recorded too
+        low = {f"peak_flop_per_s_{opts.mixed_precision}": matmul_peak(n, 3 if opts.quick else 10,
+                                                                      opts.mixed_precision)}
+    also = "".join(f"; {k.rsplit('_', 1)[1]} matmul {v / 1e9:.1f} GFLOP/s" for k, v in low.items())
+    print(f"peak (best {n}x{n} float32 matmul): {peak / 1e9:.1f} GFLOP/s{also}; load average {load:.2f}\n{HEADER}",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
         rows = [r for name in opts.configs for r in run_config(name, Path(tmp), opts, peak)]
     result = {"command": " ".join(["python bench/speed.py", *(sys.argv[1:] if argv is None else argv)]),
-              "machine": {**machine(opts, peak, n), "loadavg_1min_at_start": load}, "flops_counted_by": FLOPS_HOW,
-              "rows": rows}
+              "machine": {**machine(opts, peak, n), **low, "loadavg_1min_at_start": load},
+              "flops_counted_by": FLOPS_HOW, "rows": rows}
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -41,6 +41,17 @@ def test_quick_benchmark_reports_every_field_of_every_config(tmp_path):
     print(f"bench/speed.py --quick took {time.perf_counter() - t:.1f} s")
 
 
+def test_quick_bfloat16_benchmark_records_the_bfloat16_matmul_peak(tmp_path):
+    out = tmp_path / "speed.json"
+    proc = subprocess.run([sys.executable, "bench/speed.py", "--quick", "--configs", "conv28", "--mixed_precision",
+                           "bfloat16", "--out", str(out)], cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["machine"]["peak_flop_per_s_bfloat16"] > 0 and "bfloat16 matmul" in proc.stdout
+    assert [r["mixed_precision"] for r in result["rows"]] == ["bfloat16"]
+
+
 def test_mixed_precision_trains_in_float16_with_float32_losses_and_is_recorded(tmp_path):
     dsdir = tmp_path / "ds"
     make_tiny_dataset(dsdir)
