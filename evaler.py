@@ -165,6 +165,11 @@ def load_classifier(run: Path, ckpt_path: str, weights: str = "ema"):
     shape = (info["height"], info["width"], info["channels"])
     D = model.build_discriminator(cfg["arch"], shape, info["num_class"], cfg["head"], cfg["d_width"])
     G = model.build_generator(cfg["arch"], shape, cfg["z_dim"], cfg["g_width"])
+    return cfg, D, G, restore_into(D, G, run, ckpt_path, weights)
+
+
+def restore_into(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpt_path: str, weights: str = "ema") -> int:
+    """Restore a checkpoint of the run into built D and G (D's EMA or raw weights); returns its step."""
     step = tf.Variable(0, dtype=tf.int64)
     parts = {"D_ema" if weights == "ema" else "D": D, "G": G, "step": step}
     try:
@@ -172,7 +177,7 @@ def load_classifier(run: Path, ckpt_path: str, weights: str = "ema"):
     except (ValueError, AssertionError, tf.errors.OpError) as e:
         raise UserError(f"checkpoint {ckpt_path} does not match the model in {run}/config.json "
                         f"({str(e).splitlines()[0][:200]})") from None
-    return cfg, D, G, int(step.numpy())
+    return int(step.numpy())
 
 
 def check_against_config(args: argparse.Namespace, cfg: dict, run: Path) -> None:
@@ -239,8 +244,9 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
                         f"{trained['height']}x{trained['width']}x{trained['channels']} with {trained['num_class']}")
     test = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb)
     reports = []
+    _, D, G, _ = load_classifier(run, ckpts[0], args.weights)  # built once; each checkpoint restored into it
     for ckpt in ckpts:
-        _, D, G, step = load_classifier(run, ckpt, args.weights)
+        step = restore_into(D, G, run, ckpt, args.weights)
         r = report(confusion_of(D, test, args.batch_size * 5, info.num_class), info.class_names, ckpt, step)
         if args.samples > 0 and cfg.get("supervised_only") is False:
             r["samples_png"] = str(run / f"samples_{Path(ckpt).name}.png")

@@ -115,6 +115,9 @@ def test_evaler_all_evaluates_every_kept_checkpoint(trained, dsdir):
     run, _ = trained
     reports = evaler.main(["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir), "--all"])
     assert [r["step"] for r in reports] == sorted(r["step"] for r in reports) and len(reports) == 3
+    for r in reports:  # one model, each checkpoint restored into it: same as evaluating that file alone
+        (alone,) = evaler.main(["--checkpoint", r["checkpoint"], "--dataset", "tiny", "--dataset_dir", str(dsdir)])
+        assert alone["confusion"] == r["confusion"] and alone["step"] == r["step"]
 
 
 def test_evaler_prints_confusion_matrix_with_class_names(trained, dsdir, capsys):
