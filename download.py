@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of each class held out as the test split (without a test/ folder)")
     g.add_argument("--resize", default="crop", choices=("crop", "stretch"),
                    help="centre-crop to the aspect ratio then resize, or stretch")
-    g.add_argument("--seed", type=int, default=0, help="seed of the held-out test split")
+    g.add_argument("--seed", type=int, default=None,
+                   help="seed of the held-out test split (default: the existing conversion's, else 0)")
     return p
 
 

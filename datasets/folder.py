@@ -87,8 +87,10 @@ def is_folder_dataset(name: str, data_dir: str | os.PathLike = "data") -> bool:
 
 def convert(folder: str | os.PathLike, dataset_dir: str | os.PathLike = "datasets", height: int | None = None,
             width: int | None = None, channels: int | None = None, test_fraction: float = 0.1,
-            resize: str = "crop", seed: int = 0, force: bool = False, workers: int | None = None) -> Path:
-    """Convert `folder` into `<dataset_dir>/<basename>/data.hdf5` (no-op when up to date); return its path."""
+            resize: str = "crop", seed: int | None = None, force: bool = False, workers: int | None = None) -> Path:
+    """Convert `folder` into `<dataset_dir>/<basename>/data.hdf5` (no-op when up to date); return its path.
+
+    `seed` (of the held-out test split and the train order) None: the existing conversion's, else 0."""
     return _convert(scan(folder), dataset_dir, height, width, channels, test_fraction, resize, seed, force, workers)
 
 
@@ -388,12 +390,22 @@ def _up_to_date(path: Path, extra: dict, shape: tuple[int | None, int | None, in
     return all(a is None or a == b for a, b in zip(shape, info.shape, strict=True))
 
 
+def _existing_seed(path: Path) -> int:
+    """The split seed of the conversion at `path`, or 0 when there is none."""
+    try:
+        return int(read_info(path).extra.get("seed", 0)) if path.exists() else 0
+    except UserError:
+        return 0
+
+
 def _convert(s: Scan, dataset_dir: str | os.PathLike, height: int | None, width: int | None,
-             channels: int | None, test_fraction: float = 0.1, resize: str = "crop", seed: int = 0,
+             channels: int | None, test_fraction: float = 0.1, resize: str = "crop", seed: int | None = None,
              force: bool = False, workers: int | None = None) -> Path:
     """Convert a scanned folder unless its existing conversion is up to date."""
     _check_args(height, width, channels, test_fraction, resize)
     path = dataset_path(dataset_dir, s.root.name)
+    if seed is None:  # keep the split of an earlier `download.py --folder --seed N` (the trainer passes none)
+        seed = _existing_seed(path)
     extra = {"source": FORMAT_TAG, "folder": str(s.root), "fingerprint": s.fingerprint, "resize": resize,
              "test_fraction": float(test_fraction), "seed": int(seed), "test_folder": s.test is not None}
     if not force and _up_to_date(path, extra, (height, width, channels)):

@@ -229,6 +229,16 @@ def test_rerun_is_a_noop_and_changes_trigger_reconversion(tmp_path):
     assert mtime(path) != before and read_info(path).extra["resize"] == "stretch"
 
 
+def test_ensure_keeps_the_split_seed_of_an_earlier_conversion(tmp_path):
+    src = make_set(tmp_path / "data" / "sd", {"a": 6, "b": 6})
+    path = run(src, tmp_path, height=6, width=6, seed=5)
+    before = mtime(path)
+    folder.ensure("sd", tmp_path / "data", tmp_path / "datasets", height=6, width=6, num_class=2, workers=1)
+    assert mtime(path) == before and read_info(path).extra["seed"] == 5  # the trainer does not redraw the split
+    run(src, tmp_path, height=6, width=6, seed=0)  # an explicit other seed does
+    assert mtime(path) != before and read_info(path).extra["seed"] == 0
+
+
 def test_num_class_mismatch_names_the_folders(tmp_path):
     make_set(tmp_path / "data" / "nc", {"cat": 2, "dog": 2})
     for n in (1, 3):
