@@ -307,8 +307,9 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
     """A tf.function running n steps from the two (distributed) iterators; returns D's last probabilities
     and whether every loss stayed finite, and a reader of the metric means since the last read."""
     with strategy.scope():
-        sums = {k: tf.Variable(0.0, trainable=False, name=k) for k in METRICS}
+        sums = tf.Variable(tf.zeros([len(METRICS)]), trainable=False, name="metric_sums")
         count = tf.Variable(0.0, trainable=False)
+    losses = [METRICS.index("loss_d"), METRICS.index("loss_g")]
     D, G, opt_d, opt_g = gan.D, gan.G, gan.opt_d, gan.opt_g
     ema_pairs = list(zip(gan.D_ema.trainable_variables, D.trainable_variables))
     # Each replica's loss is a mean over its share of the global batch and the optimiser sums the
@@ -364,7 +365,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
             for _ in range(args.g_steps):
                 m["loss_g"] = g_step(x_unl)
         m["p_real"], m["p_fake"] = tf.reduce_mean(p_real), tf.reduce_mean(p_fake)
-        return m, p_real, p_fake
+        return tf.stack([tf.cast(m[k], tf.float32) for k in METRICS]), p_real, p_fake
 
     compiled_step = tf.function(step, jit_compile=args.jit)
 
@@ -389,11 +390,9 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
             x_unl = next(unl_iter)
             m, p_real_r, p_fake_r = strategy.run(compiled_step, args=(x_lab, y_lab, x_unl))
             update_ema()
-            for k in METRICS:
-                v = mean(m[k])
-                sums[k].assign_add(v)
-                if k in ("loss_d", "loss_g"):
-                    finite = tf.logical_and(finite, tf.math.is_finite(v))
+            v = mean(m)  # the metrics stacked: one cross-replica reduce for all of them
+            sums.assign_add(v)
+            finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(tf.gather(v, losses))))
             p_real, p_fake = strategy.experimental_local_results(p_real_r)[0], \
                 strategy.experimental_local_results(p_fake_r)[0]
             count.assign_add(1.0)
@@ -401,9 +400,10 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
         return p_real, p_fake, finite
 
     def read_and_reset() -> dict[str, float]:
-        out = {k: float(v.numpy() / max(count.numpy(), 1.0)) for k, v in sums.items()}
-        for v in (*sums.values(), count):
-            v.assign(0.0)
+        means = sums.numpy() / max(count.numpy(), 1.0)
+        out = {k: float(v) for k, v in zip(METRICS, means)}
+        sums.assign(tf.zeros_like(sums))
+        count.assign(0.0)
         return out
 
     return loop, read_and_reset
