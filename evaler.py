@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,17 +105,20 @@ def accuracy_of(D: tf.keras.Model, split: input_ops.Split, batch: int, num_class
     return float(np.trace(cm) / max(cm.sum(), 1))
 
 
-_PREDICTORS: dict[int, tf.types.experimental.GenericFunction] = {}
+# One compiled predictor per live model; an entry goes when its model is garbage-collected.
+_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _predictor(D):
-    if id(D) not in _PREDICTORS:
+    if D not in _PREDICTORS:
+        model_ref = weakref.ref(D)  # the predictor must not keep its model alive
+
         @tf.function(jit_compile=True)
         def predict(x, y, num_class):
-            logits, _, _ = D(x, training=False)
+            logits, _, _ = model_ref()(x, training=False)
             return tf.math.confusion_matrix(y, tf.argmax(logits, -1), num_classes=num_class, dtype=tf.int64)
-        _PREDICTORS[id(D)] = predict
-    return _PREDICTORS[id(D)]
+        _PREDICTORS[D] = predict
+    return _PREDICTORS[D]
 
 
 def image_grid(images: np.ndarray) -> np.ndarray:

@@ -120,6 +120,20 @@ def test_evaler_all_evaluates_every_kept_checkpoint(trained, dsdir):
         assert alone["confusion"] == r["confusion"] and alone["step"] == r["step"]
 
 
+def test_compiled_predictor_goes_with_its_model():
+    import gc
+    import weakref
+
+    import model
+    D = model.build_discriminator("mlp", (8, 8, 1), 3, width=16)
+    cm = evaler._predictor(D)(tf.zeros([4, 8, 8, 1]), tf.constant([0, 1, 2, 0], tf.int64), 3).numpy()
+    assert cm.sum() == 4 and D in evaler._PREDICTORS
+    alive = weakref.ref(D)
+    del D
+    gc.collect()
+    assert alive() is None  # the cache does not keep models alive (evaler --all, many runs in one process)
+
+
 def test_evaler_prints_confusion_matrix_with_class_names(trained, dsdir, capsys):
     run, _ = trained
     evaler.main(["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir)])
