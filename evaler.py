@@ -246,7 +246,7 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         raise UserError(f"dataset {args.dataset} is {info.height}x{info.width}x{info.channels} with "
                         f"{info.num_class} classes but the run {run} was trained on "
                         f"{trained['height']}x{trained['width']}x{trained['channels']} with {trained['num_class']}")
-    test = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb)
+    test = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)
     reports = []
     _, D, G, _ = load_classifier(run, ckpts[0], args.weights)  # built once; each checkpoint restored into it
     for ckpt in ckpts:

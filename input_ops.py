@@ -39,9 +39,12 @@ class Split:
         return self._cache[key]
 
 
-def load_split(path: str | os.PathLike, split: str, in_memory: str = "auto", budget_gb: float = 4.0) -> Split:
-    """Open a split; hold its images in memory unless they exceed the budget (`in_memory` auto|yes|no)."""
-    info = fmt.read_info(path)
+def load_split(path: str | os.PathLike, split: str, in_memory: str = "auto", budget_gb: float = 4.0,
+               info: fmt.DatasetInfo | None = None) -> Split:
+    """Open a split; hold its images in memory unless they exceed the budget (`in_memory` auto|yes|no).
+
+    `info`: the file's DatasetInfo if the caller has already validated it (else it is read here)."""
+    info = info or fmt.read_info(path)
     labels = fmt.load_labels(path, split)
     nbytes = len(labels) * info.height * info.width * info.channels
     keep = in_memory == "yes" or (in_memory == "auto" and nbytes <= budget_gb * 2**30)

@@ -470,8 +470,8 @@ def train(args: argparse.Namespace) -> dict:
     path, info = config.resolve_dataset(args)
     # Everything is checked before the run dir is made: a bad flag leaves nothing behind.
     run, record = choose_run_dir(args, info)
-    train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb)
-    test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb)
+    train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
+    test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)
     lab_idx = labeled_indices(run, train_split.labels, args, info.num_class)
     check_sizes(args, len(train_split), len(test_split), strategy.num_replicas_in_sync)
     max_steps = args.max_steps if args.max_steps is not None else max(1, int(args.epochs * len(train_split)
