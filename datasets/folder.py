@@ -376,26 +376,24 @@ def decode_chunk(root: str, files: list[str], shape: tuple[int, int, int], resiz
 # ---------------------------------------------------------------- converting
 
 
-def _up_to_date(path: Path, extra: dict, shape: tuple[int | None, int | None, int | None]) -> bool:
-    """True when `path` holds a conversion of the same files with the same settings and asked shape."""
+def _existing_info(path: Path) -> DatasetInfo | None:
+    """The conversion at `path`, or None when there is none or it is unreadable."""
     if not path.exists():
-        return False
+        return None
     try:
-        info = read_info(path)
+        return read_info(path)
     except UserError:
+        return None
+
+
+def _up_to_date(info: DatasetInfo | None, extra: dict, shape: tuple[int | None, int | None, int | None]) -> bool:
+    """True when the existing conversion `info` is of the same files with the same settings and asked shape."""
+    if info is None:
         return False
     keys = ("source", "fingerprint", "resize", "test_fraction", "seed")
     if any(info.extra.get(k) != extra[k] for k in keys):
         return False
     return all(a is None or a == b for a, b in zip(shape, info.shape, strict=True))
-
-
-def _existing_seed(path: Path) -> int:
-    """The split seed of the conversion at `path`, or 0 when there is none."""
-    try:
-        return int(read_info(path).extra.get("seed", 0)) if path.exists() else 0
-    except UserError:
-        return 0
 
 
 def _convert(s: Scan, dataset_dir: str | os.PathLike, height: int | None, width: int | None,
@@ -404,11 +402,12 @@ def _convert(s: Scan, dataset_dir: str | os.PathLike, height: int | None, width:
     """Convert a scanned folder unless its existing conversion is up to date."""
     _check_args(height, width, channels, test_fraction, resize)
     path = dataset_path(dataset_dir, s.root.name)
+    existing = _existing_info(path)
     if seed is None:  # keep the split of an earlier `download.py --folder --seed N` (the trainer passes none)
-        seed = _existing_seed(path)
+        seed = int(existing.extra.get("seed", 0)) if existing else 0
     extra = {"source": FORMAT_TAG, "folder": str(s.root), "fingerprint": s.fingerprint, "resize": resize,
              "test_fraction": float(test_fraction), "seed": int(seed), "test_folder": s.test is not None}
-    if not force and _up_to_date(path, extra, (height, width, channels)):
+    if not force and _up_to_date(existing, extra, (height, width, channels)):
         return path
     shape = defaults(s, height, width, channels, seed)
     info = DatasetInfo(name=s.root.name, height=shape[0], width=shape[1], channels=shape[2],
