@@ -344,16 +344,18 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
 
     def g_step(x_unl):
         z = gan.rng.normal([tf.shape(x_unl)[0], args.z_dim])
+        # Feature matching's real side is a constant of G's loss: D sees the real images outside the
+        # tape, so the backward pass runs through D for the generated images only.
+        feats_real = float32(D(x_unl, training=True))[2] if args.g_loss == "fm" else None
         with tf.GradientTape() as tape:
             x_fake = tf.cast(G(z, training=True), x_unl.dtype)
-            logits, fake, feats = float32(D(tf.concat([x_unl, x_fake], 0), training=True))
-            n_u = tf.shape(x_unl)[0]
+            logits, fake, feats = float32(D(x_fake, training=True))
             if args.g_loss == "fm":
-                loss_g = ops.feature_matching_loss(tf.stop_gradient(feats[:n_u]), feats[n_u:])
+                loss_g = ops.feature_matching_loss(feats_real, feats)
             else:
-                loss_g = ops.generator_gan_loss(ops.real_logit(logits[n_u:], fake[n_u:]))
+                loss_g = ops.generator_gan_loss(ops.real_logit(logits, fake))
             if args.pt_weight:
-                loss_g += args.pt_weight * ops.pull_away_loss(feats[n_u:])
+                loss_g += args.pt_weight * ops.pull_away_loss(feats)
             scaled = opt_g.scale_loss(loss_g / replicas)
         opt_g.apply_gradients(zip(tape.gradient(scaled, G.trainable_variables), G.trainable_variables))
         return loss_g
