@@ -1,7 +1,7 @@
 """The networks: an (n+1)-way discriminator (the classifier) and a generator, for any H x W x C.
 
 Architectures are chosen by name (`--arch`):
-- `mlp`:  the Salimans et al. (2016) MNIST pair. D: Gaussian noise + weight-normalised dense
+- `mlp`:  the Salimans et al. (2016) MNIST pair. D: Gaussian input noise + weight-normalised dense
           1000-500-250-250-250 (ReLU), features = last hidden layer. G: z -> 500 -> 500
           (softplus + batch norm) -> H*W*C (tanh, weight norm). Cheap on a CPU.
 - `conv`: a small conv D in the style of Salimans' CIFAR net (dropout, leaky ReLU, weight norm,
@@ -26,14 +26,20 @@ ARCHS = ("mlp", "conv")
 HEADS = ("implicit", "nplus1")
 
 
+# The std of the Gaussian noise D adds to its input images in training, per arch (images in [-1, 1]).
+INPUT_NOISE = {"mlp": 0.3, "conv": 0.0}
+
+
 def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, head: str = "implicit",
-                        width: int = 0) -> keras.Model:
-    """The classifier/discriminator for images of `shape`; width 0 means the arch's default."""
+                        width: int = 0, input_noise: float | None = None) -> keras.Model:
+    """The classifier/discriminator for images of `shape`; width 0 and input_noise None mean the arch's defaults."""
     x = keras.Input(shape=shape, name="image")
+    noise = INPUT_NOISE.get(arch, 0.0) if input_noise is None else input_noise
+    h = layers.GaussianNoise(noise)(x) if noise else x
     if arch == "mlp":
-        features = _mlp_trunk(x, width or 1000)
+        features = _mlp_trunk(h, width or 1000)
     elif arch == "conv":
-        features = _conv_trunk(x, width or 32)
+        features = _conv_trunk(h, width or 32)
     else:
         raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
     if head == "implicit":
@@ -50,7 +56,6 @@ def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, 
 
 def _mlp_trunk(x, width: int):
     h = layers.Flatten()(x)
-    h = layers.GaussianNoise(0.3)(h)
     for units in (width, width // 2, width // 4, width // 4, width // 4):
         h = ops.WeightNormDense(units)(h)
         h = layers.ReLU()(h)

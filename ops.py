@@ -63,6 +63,33 @@ def pull_away_loss(features: tf.Tensor) -> tf.Tensor:
     return (tf.reduce_sum(cos2) - n) / (n * (n - 1.0))
 
 
+def kl_divergence(p_logits: tf.Tensor, q_logits: tf.Tensor) -> tf.Tensor:
+    """Mean KL(p || q) between the class posteriors of two sets of logits."""
+    logp, logq = tf.nn.log_softmax(p_logits, axis=-1), tf.nn.log_softmax(q_logits, axis=-1)
+    return tf.reduce_mean(tf.reduce_sum(tf.exp(logp) * (logp - logq), axis=-1))
+
+
+def virtual_adversarial_direction(logits_fn, x: tf.Tensor, clean_logits: tf.Tensor, noise: tf.Tensor,
+                                  eps: float, xi: float = 1e-6) -> tf.Tensor:
+    """Miyato et al.'s virtual adversarial perturbation of `x` (one power iteration), L2 norm `eps` per image.
+
+    The direction in which the class posterior of `logits_fn` moves fastest away from `clean_logits`,
+    found from the gradient of the KL at the random direction `noise` scaled to `xi`. Returns a constant.
+    """
+    d = xi * _unit(noise)
+    with tf.GradientTape() as tape:
+        tape.watch(d)
+        dist = kl_divergence(clean_logits, logits_fn(x + d))
+    return tf.stop_gradient(eps * _unit(tape.gradient(dist, d)))
+
+
+def _unit(t: tf.Tensor) -> tf.Tensor:
+    """Each example of `t` scaled to L2 norm 1."""
+    axes = list(range(1, len(t.shape)))
+    t /= tf.reduce_max(tf.abs(t), axis=axes, keepdims=True) + 1e-12  # keeps the square below from underflowing
+    return t / tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True) + 1e-12)
+
+
 def accuracy(class_logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Fraction of argmax predictions equal to the labels."""
     pred = tf.argmax(class_logits, axis=-1, output_type=labels.dtype)

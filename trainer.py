@@ -71,15 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--unsup_weight", type=float, default=1.0, help="weight of D's real/fake loss")
     g.add_argument("--entropy_weight", type=float, default=0.0, help="entropy minimisation on unlabelled (Dai et al.)")
     g.add_argument("--pt_weight", type=float, default=0.0, help="pull-away term on generated features (Dai et al.)")
+    g.add_argument("--vat_weight", type=float, default=0.0,
+                   help="virtual adversarial training (Miyato et al.) of D's class posterior on unlabelled images")
+    g.add_argument("--vat_eps", type=float, default=3.0,
+                   help="L2 norm of the virtual adversarial perturbation, on images scaled to [-1, 1]")
     g.add_argument("--data_init", action=argparse.BooleanOptionalAction, default=False,
                    help="set D's weight-norm scales and biases from a batch of real images at step 0 (Salimans et al.)")
+    g.add_argument("--d_input_noise", type=float, default=None,
+                   help="std of the Gaussian noise D adds to its input images in training (images in [-1, 1]; "
+                        f"default per arch: {', '.join(f'{a} {v:g}' for a, v in model.INPUT_NOISE.items())})")
     g.add_argument("--ema_decay", type=float, default=0.999, help="Polyak/EMA decay of D's weights used for eval")
     g.add_argument("--nan_policy", choices=("stop", "restore"), default="stop",
                    help="on a NaN/Inf loss: stop (keeping the last good checkpoint), or roll back and halve the LR")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic ops (tf.config.experimental.enable_op_determinism): a resumed run ends "
                         "bit-identical to an uninterrupted one")
-    g.add_argument("--augment", action="store_true", help="random 2-pixel translations of real images")
+    g.add_argument("--augment", nargs="?", const="all", default="none", choices=("none", "labeled", "all"),
+                   help="random 2-pixel translations of the labelled real images, or of all real images (the flag "
+                        "alone: all)")
     g.add_argument("--mixed_precision", nargs="?", const="float16", default=None, choices=("float16", "bfloat16"),
                    help="compute in float16 (GPUs; dynamic loss scaling) or bfloat16 (CPUs with AVX512-BF16/AMX) "
                         "with float32 weights and losses; the flag alone means float16")
@@ -170,7 +179,7 @@ RUN_ONLY_KEYS = {"train_dir", "runs_dir", "new_run", "dataset_dir", "data_dir"}
 
 
 # Flag values written by older versions, and what they mean now.
-LEGACY_VALUES = {"mixed_precision": {True: "float16", False: None}}
+LEGACY_VALUES = {"mixed_precision": {True: "float16", False: None}, "augment": {True: "all", False: "none"}}
 
 
 def config_diff(old: dict, record: dict) -> list[str]:
@@ -250,8 +259,8 @@ class GAN(tf.Module):
         super().__init__(name="gan")
         keras_seed(args.seed)
         with dtype_policy(f"mixed_{args.mixed_precision}" if args.mixed_precision else None):
-            self.D = model.build_discriminator(args.arch, shape, num_class, args.head, args.d_width)
-            self.D_ema = model.build_discriminator(args.arch, shape, num_class, args.head, args.d_width)
+            self.D, self.D_ema = (model.build_discriminator(args.arch, shape, num_class, args.head, args.d_width,
+                                                            args.d_input_noise) for _ in range(2))
             self.G = model.build_generator(args.arch, shape, args.z_dim, args.g_width)
         for e, v in zip(self.D_ema.weights, self.D.weights):
             e.assign(v)
@@ -300,7 +309,7 @@ def keras_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_g", "acc_lab", "p_real", "p_fake")
+METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_vat", "loss_g", "acc_lab", "p_real", "p_fake")
 
 
 def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.Strategy):
@@ -315,11 +324,25 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
     # Each replica's loss is a mean over its share of the global batch and the optimiser sums the
     # replicas' gradients, so dividing by the replica count gives the gradient of the global mean.
     replicas = float(strategy.num_replicas_in_sync)
+    vat = args.vat_weight > 0 and not args.supervised_only
+    # VAT's finite-difference probe: a 1e-6 step vanishes when D computes in 16 bits (3 significant digits).
+    vat_xi = 1.0 if args.mixed_precision else 1e-6
+
+    def class_logits(x):
+        return tf.cast(D(x, training=False)[0], tf.float32)
 
     def d_step(x_lab, y_lab, x_unl):
         n_l, n_u = tf.shape(x_lab)[0], tf.shape(x_unl)[0]
         z = gan.rng.normal([n_u, args.z_dim])
+        loss_vat = tf.constant(0.0)
+        if vat:
+            # VAT regularises the classifier used at test time: D without its noise and dropout.
+            clean = class_logits(x_unl)
+            r_adv = ops.virtual_adversarial_direction(class_logits, x_unl, clean, gan.rng.normal(tf.shape(x_unl)),
+                                                      args.vat_eps, xi=vat_xi)
         with tf.GradientTape() as tape:
+            if vat:
+                loss_vat = ops.kl_divergence(clean, class_logits(x_unl + r_adv))
             if args.supervised_only:
                 logits, _, _ = float32(D(x_lab, training=True))
                 loss_sup = ops.supervised_loss(logits, y_lab)
@@ -335,11 +358,12 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
                 loss_unsup = ops.unsupervised_loss(real[n_l:n_l + n_u], real[n_l + n_u:], args.label_smoothing)
                 loss_ent = ops.entropy_loss(logits[n_l:n_l + n_u])
                 p_real, p_fake = tf.sigmoid(real[n_l:n_l + n_u]), tf.sigmoid(real[n_l + n_u:])
-            loss_d = loss_sup + args.unsup_weight * loss_unsup + args.entropy_weight * loss_ent
+            loss_d = (loss_sup + args.unsup_weight * loss_unsup + args.entropy_weight * loss_ent
+                      + args.vat_weight * loss_vat)
             scaled = opt_d.scale_loss(loss_d / replicas)
         grads = tape.gradient(scaled, D.trainable_variables)
         opt_d.apply_gradients(zip(grads, D.trainable_variables))
-        return dict(loss_d=loss_d, loss_sup=loss_sup, loss_unsup=loss_unsup, loss_ent=loss_ent,
+        return dict(loss_d=loss_d, loss_sup=loss_sup, loss_unsup=loss_unsup, loss_ent=loss_ent, loss_vat=loss_vat,
                     acc_lab=ops.accuracy(logits[:n_l], y_lab)), p_real, p_fake
 
     def g_step(x_unl):
@@ -555,8 +579,9 @@ class RunContext:
     def iterators(self):
         """Fresh labelled and unlabelled iterators positioned at the current step."""
         a, step = self.args, int(self.gan.step.numpy())
-        lab = input_ops.labeled_stream(self.train_split, self.lab_idx, a.batch_size, a.seed, step, a.augment)
-        unl = input_ops.unlabeled_stream(self.train_split, a.batch_size, a.seed, step, a.augment)
+        lab = input_ops.labeled_stream(self.train_split, self.lab_idx, a.batch_size, a.seed, step,
+                                       a.augment != "none")
+        unl = input_ops.unlabeled_stream(self.train_split, a.batch_size, a.seed, step, a.augment == "all")
         dist = self.strategy.experimental_distribute_dataset
         return iter(dist(input_ops.shard_by_data(lab))), iter(dist(input_ops.shard_by_data(unl)))
 

@@ -94,8 +94,10 @@ def test_a_run_recorded_with_the_old_boolean_flag_resumes(tmp_path):
     make_tiny_dataset(dsdir)
     run = tmp_path / "run"
     common = ["--dataset", "tiny", "--dataset_dir", str(dsdir), "--train_dir", str(run), "--num_labeled", "30",
-              *TINY_FLAGS, "--mixed_precision"]
+              *TINY_FLAGS, "--mixed_precision", "--augment"]
     trainer.main([*common, "--max_steps", "5"])
     cfg = json.loads((run / "config.json").read_text())
-    (run / "config.json").write_text(json.dumps({**cfg, "mixed_precision": True}))  # as versions before bfloat16
+    assert cfg["augment"] == "all"
+    # as versions before bfloat16 and before --augment labeled
+    (run / "config.json").write_text(json.dumps({**cfg, "mixed_precision": True, "augment": True}))
     assert trainer.main([*common, "--max_steps", "10"])["step"] == 10

@@ -65,6 +65,28 @@ def test_pull_away_is_zero_for_orthogonal_and_one_for_parallel():
     assert ops.pull_away_loss(tf.constant([[1.0, 1.0], [2.0, 2.0]])).numpy() == pytest.approx(1.0, rel=1e-6)
 
 
+def test_kl_divergence_is_zero_for_equal_and_matches_hand_value():
+    p = tf.constant([[0.0, math.log(3.0)]])  # posterior [1/4, 3/4]
+    assert ops.kl_divergence(p, p).numpy() == pytest.approx(0.0, abs=1e-7)
+    expected = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    assert ops.kl_divergence(p, tf.zeros([1, 2])).numpy() == pytest.approx(expected, rel=1e-5)
+
+
+def test_virtual_adversarial_direction_has_norm_eps_and_beats_random_directions():
+    tf.random.set_seed(0)
+    w = tf.random.normal([20, 5])
+    net = lambda x: tf.matmul(tf.tanh(x), w)  # noqa: E731
+    x = tf.random.normal([64, 4, 5])  # any shape: the norm is over all but the batch axis
+    flat = lambda t: net(tf.reshape(t, [64, 20]))  # noqa: E731
+    clean = flat(x)
+    r = ops.virtual_adversarial_direction(flat, x, clean, tf.random.normal(x.shape), eps=0.5)
+    np.testing.assert_allclose(np.linalg.norm(r.numpy().reshape(64, -1), axis=1), 0.5, rtol=1e-5)
+    random = 0.5 * tf.math.l2_normalize(tf.reshape(tf.random.normal(x.shape), [64, -1]), axis=1)
+    kl_adv = ops.kl_divergence(clean, flat(x + r)).numpy()
+    kl_random = ops.kl_divergence(clean, flat(x + tf.reshape(random, x.shape))).numpy()
+    assert kl_adv > 5 * kl_random
+
+
 def test_accuracy():
     logits = tf.constant([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     assert ops.accuracy(logits, tf.constant([0, 1, 1])).numpy() == pytest.approx(2 / 3)
