@@ -12,6 +12,7 @@ bench/results/accuracy.json after each run (atomically), so `--resume` continues
     python bench/accuracy.py --resume                    # continue it after a stop, skipping recorded runs
     python bench/accuracy.py --labels 100 --seeds 5 --budget_min 60 --max_steps 40000
     python bench/accuracy.py --ssgan_flags "--entropy_weight 0.1" --common_flags "--augment"
+    python bench/accuracy.py --labels 100 --methods supervised --sup_steps 3000   # the baselines alone
 
 Other datasets (download them first, e.g. `python download.py mnist cifar10`; not possible offline):
 
@@ -67,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget_min", type=float, default=30.0, help="trainer --time_budget_min of every run (default 30)")
     p.add_argument("--max_steps", type=int, default=20000, help="trainer --max_steps of the SSGAN runs (default 20000)")
     p.add_argument("--sup_steps", type=int, default=2000, help="trainer --max_steps of supervised runs (default 2000)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="which runs: the SSGAN, the supervised-only baseline, or both (default)")
     p.add_argument("--ssgan_flags", default="", help="extra trainer flags of the SSGAN runs (one string)")
     p.add_argument("--common_flags", default="", help="extra trainer flags of every run (one string)")
     p.add_argument("--runs_root", default=None, help="parent of the run dirs (default bench/results/runs; "
@@ -129,7 +132,7 @@ def evaler_cmd(args: argparse.Namespace, common: list[str], run_dir: Path) -> li
 
 def plan(args: argparse.Namespace) -> list[tuple[int, str, int]]:
     """(labels, method, seed) of every run, in the order they are run."""
-    return [(n, m, s) for n in args.labels for s in range(args.seeds) for m in METHODS]
+    return [(n, m, s) for n in args.labels for s in range(args.seeds) for m in METHODS if m in args.methods]
 
 
 # ---------------------------------------------------------------- one run
@@ -248,7 +251,8 @@ def write_json_atomic(path: Path, obj: dict) -> None:
 
 def settings(args: argparse.Namespace, common: list[str]) -> dict:
     """The benchmark's settings and machine, recorded in the JSON."""
-    keys = ("dataset", "labels", "seeds", "budget_min", "max_steps", "sup_steps", "ssgan_flags", "common_flags",
+    keys = ("dataset", "labels", "seeds", "methods", "budget_min", "max_steps", "sup_steps", "ssgan_flags",
+            "common_flags",
             "jobs", "quick")
     return {**{k: getattr(args, k) for k in keys}, "trainer_common_args": common,
             "machine": {"platform": platform.platform(), "python": platform.python_version(),

@@ -50,3 +50,12 @@ def test_quick_benchmark(tmp_path):
                                                              - rows[30, "supervised"]["accuracy_mean"])) < 1e-9
     assert sum(line.startswith("[") and "/4]" in line for line in proc.stdout.splitlines()) == 4
     assert "supervised" in proc.stdout and "+-" in proc.stdout and "gain (ssgan - supervised)" in proc.stdout
+
+
+def test_methods_flag_plans_only_those_runs():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import accuracy
+    args = accuracy.parse_args(["--labels", "100", "1000", "--seeds", "2", "--methods", "supervised"])
+    assert accuracy.plan(args) == [(100, "supervised", 0), (100, "supervised", 1),
+                                   (1000, "supervised", 0), (1000, "supervised", 1)]
+    assert len(accuracy.plan(accuracy.parse_args(["--labels", "100", "--seeds", "2"]))) == 4
