@@ -71,13 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--unsup_weight", type=float, default=1.0, help="weight of D's real/fake loss")
     g.add_argument("--entropy_weight", type=float, default=0.0, help="entropy minimisation on unlabelled (Dai et al.)")
     g.add_argument("--pt_weight", type=float, default=0.0, help="pull-away term on generated features (Dai et al.)")
-    g.add_argument("--vat_weight", type=float, default=0.0,
+    g.add_argument("--vat_weight", type=config.non_negative_float, default=0.0,
                    help="virtual adversarial training (Miyato et al.) of D's class posterior on unlabelled images")
-    g.add_argument("--vat_eps", type=float, default=3.0,
+    g.add_argument("--vat_eps", type=config.non_negative_float, default=3.0,
                    help="L2 norm of the virtual adversarial perturbation, on images scaled to [-1, 1]")
     g.add_argument("--data_init", action=argparse.BooleanOptionalAction, default=False,
                    help="set D's weight-norm scales and biases from a batch of real images at step 0 (Salimans et al.)")
-    g.add_argument("--d_input_noise", type=float, default=None,
+    g.add_argument("--d_input_noise", type=config.non_negative_float, default=None,
                    help="std of the Gaussian noise D adds to its input images in training (images in [-1, 1]; "
                         f"default per arch: {', '.join(f'{a} {v:g}' for a, v in model.INPUT_NOISE.items())})")
     g.add_argument("--ema_decay", type=float, default=0.999, help="Polyak/EMA decay of D's weights used for eval")

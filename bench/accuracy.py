@@ -252,8 +252,7 @@ def write_json_atomic(path: Path, obj: dict) -> None:
 def settings(args: argparse.Namespace, common: list[str]) -> dict:
     """The benchmark's settings and machine, recorded in the JSON."""
     keys = ("dataset", "labels", "seeds", "methods", "budget_min", "max_steps", "sup_steps", "ssgan_flags",
-            "common_flags",
-            "jobs", "quick")
+            "common_flags", "jobs", "quick")
     return {**{k: getattr(args, k) for k in keys}, "trainer_common_args": common,
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}}
