@@ -329,7 +329,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
     vat_xi = 1.0 if args.mixed_precision else 1e-6
 
     def class_logits(x):
-        return tf.cast(D(x, training=False)[0], tf.float32)
+        return float32(D(x, training=False))[0]
 
     def d_step(x_lab, y_lab, x_unl):
         n_l, n_u = tf.shape(x_lab)[0], tf.shape(x_unl)[0]
