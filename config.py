@@ -13,6 +13,20 @@ from errors import UserError
 # Flags that fix the networks: recorded in config.json and checked when a checkpoint is restored.
 MODEL_KEYS = ("arch", "head", "d_width", "g_width", "z_dim")
 
+# What a flag missing from an older config.json meant, where that differs from today's default:
+# the conv D dropped 20% of its input pixels before --d_input_dropout existed.
+LEGACY_DEFAULTS = {"d_input_dropout": lambda cfg: 0.2 if cfg.get("arch") == "conv" else 0.0}
+
+
+def discriminator_options(cfg: dict) -> dict:
+    """model.build_discriminator's options for a run's flags or config.json.
+
+    The input noise and dropout layers are among D's layers, so they fix its checkpoint's layout too:
+    the evaler must build D with the values the run was trained with.
+    """
+    dropout = cfg["d_input_dropout"] if "d_input_dropout" in cfg else LEGACY_DEFAULTS["d_input_dropout"](cfg)
+    return {"width": cfg["d_width"], "input_noise": cfg.get("d_input_noise"), "input_dropout": dropout}
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show each flag's default and keep the epilog's examples as written."""
@@ -37,6 +51,14 @@ def non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value >= 0:  # also rejects nan
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def rate(text: str) -> float:
+    """argparse type: a fraction in [0, 1)."""
+    value = non_negative_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"must be below 1, got {text}")
     return value
 
 

@@ -4,7 +4,8 @@ Architectures are chosen by name (`--arch`):
 - `mlp`:  the Salimans et al. (2016) MNIST pair. D: Gaussian input noise + weight-normalised dense
           1000-500-250-250-250 (ReLU), features = last hidden layer. G: z -> 500 -> 500
           (softplus + batch norm) -> H*W*C (tanh, weight norm). Cheap on a CPU.
-- `conv`: a small conv D in the style of Salimans' CIFAR net (dropout, leaky ReLU, weight norm,
+- `conv`: a small conv D in the style of Salimans' CIFAR net (dropout after each downsampling, but none on
+          the input pixels by default: see build_discriminator; leaky ReLU, weight norm,
           stride-2 downsampling, network-in-network 1x1 layers, global average pooling
           features) and a DCGAN-style generator (dense -> 2 transposed convs -> tanh).
 Heads (`--head`): `implicit` (n logits, fake logit fixed at 0) or `nplus1` (an explicit,
@@ -31,11 +32,18 @@ INPUT_NOISE = {"mlp": 0.3, "conv": 0.0}
 
 
 def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, head: str = "implicit",
-                        width: int = 0, input_noise: float | None = None) -> keras.Model:
-    """The classifier/discriminator for images of `shape`; width 0 and input_noise None mean the arch's defaults."""
+                        width: int = 0, input_noise: float | None = None, input_dropout: float = 0.0) -> keras.Model:
+    """The classifier/discriminator for images of `shape`; width 0 and input_noise None mean the arch's defaults.
+
+    `input_dropout` drops input pixels in training. Salimans et al.'s CIFAR-10 net drops 20%, but on images
+    with a constant background (MNIST, Fashion-MNIST) the net learns to rely on that noise: the conv D
+    trained on all Fashion-MNIST labels scored 89% with dropout on and 59% in inference mode; without
+    input dropout it reaches 91% (README). So it is off unless asked for.
+    """
     x = keras.Input(shape=shape, name="image")
     noise = INPUT_NOISE.get(arch, 0.0) if input_noise is None else input_noise
     h = layers.GaussianNoise(noise)(x) if noise else x
+    h = layers.Dropout(input_dropout)(h) if input_dropout else h
     if arch == "mlp":
         features = _mlp_trunk(h, width or 1000)
     elif arch == "conv":
@@ -63,8 +71,7 @@ def _mlp_trunk(x, width: int):
     return h
 
 
-def _conv_trunk(x, width: int):
-    h = layers.Dropout(0.2)(x)
+def _conv_trunk(h, width: int):
     for filters, drop in ((width, 0.5), (2 * width, 0.5)):
         h = _lrelu(ops.WeightNormConv2D(filters, 3)(h))
         h = _lrelu(ops.WeightNormConv2D(filters, 3)(h))

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--d_input_noise", type=config.non_negative_float, default=None,
                    help="std of the Gaussian noise D adds to its input images in training (images in [-1, 1]; "
                         f"default per arch: {', '.join(f'{a} {v:g}' for a, v in model.INPUT_NOISE.items())})")
+    g.add_argument("--d_input_dropout", type=config.rate, default=0.0,
+                   help="fraction of input pixels D drops in training (Salimans et al.'s CIFAR-10 net: 0.2; it hurts on "
+                        "images with a constant background such as Fashion-MNIST)")
     g.add_argument("--ema_decay", type=float, default=0.999, help="Polyak/EMA decay of D's weights used for eval")
     g.add_argument("--nan_policy", choices=("stop", "restore"), default="stop",
                    help="on a NaN/Inf loss: stop (keeping the last good checkpoint), or roll back and halve the LR")
@@ -151,7 +154,7 @@ def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
         diff = config_diff(old, record)
         if diff:
             k = diff[0]
-            raise UserError(f"{run} was trained with --{k} {old.get(k, FLAG_DEFAULTS.get(k))!r}, not "
+            raise UserError(f"{run} was trained with --{k} {recorded_value(old, k)!r}, not "
                             f"{record.get(k)!r}; "
                             f"pass the same flags to resume it, or choose a new --train_dir")
     elif run.exists() and not run.is_dir():
@@ -185,15 +188,17 @@ LEGACY_VALUES = {"mixed_precision": {True: "float16", False: None}, "augment": {
 def config_diff(old: dict, record: dict) -> list[str]:
     """Flags that differ between a run's config.json and this command (resumable ones aside).
 
-    A flag missing from an older config.json counts as having had its default, so runs made before
-    the flag existed still resume.
+    A flag missing from an older config.json counts as having had its default then (LEGACY_DEFAULTS) or
+    now, so runs made before the flag existed still resume.
     """
-    def then(k):
-        v = old.get(k, FLAG_DEFAULTS.get(k))
-        return LEGACY_VALUES.get(k, {}).get(v, v) if isinstance(v, bool) else v
-
     keys = sorted(set(old) | set(record))
-    return [k for k in keys if k not in RESUMABLE_KEYS and then(k) != record.get(k)]
+    return [k for k in keys if k not in RESUMABLE_KEYS and recorded_value(old, k) != record.get(k)]
+
+
+def recorded_value(old: dict, k: str):
+    """The value of flag `k` a run was made with, from its config.json `old`, in today's terms."""
+    v = old[k] if k in old else config.LEGACY_DEFAULTS.get(k, lambda _: FLAG_DEFAULTS.get(k))(old)
+    return LEGACY_VALUES.get(k, {}).get(v, v) if isinstance(v, bool) else v
 
 
 def _default_run_dir(args: argparse.Namespace, record: dict) -> Path:
@@ -259,8 +264,9 @@ class GAN(tf.Module):
         super().__init__(name="gan")
         keras_seed(args.seed)
         with dtype_policy(f"mixed_{args.mixed_precision}" if args.mixed_precision else None):
-            self.D, self.D_ema = (model.build_discriminator(args.arch, shape, num_class, args.head, args.d_width,
-                                                            args.d_input_noise) for _ in range(2))
+            self.D, self.D_ema = (model.build_discriminator(args.arch, shape, num_class, args.head,
+                                                            **config.discriminator_options(vars(args)))
+                                  for _ in range(2))
             self.G = model.build_generator(args.arch, shape, args.z_dim, args.g_width)
         for e, v in zip(self.D_ema.weights, self.D.weights):
             e.assign(v)

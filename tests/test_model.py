@@ -29,3 +29,17 @@ def test_unknown_arch_and_head_are_errors():
         model.build_discriminator("resnet", (8, 8, 1), 2)
     with pytest.raises(ValueError, match="unknown head"):
         model.build_discriminator("mlp", (8, 8, 1), 2, head="binary")
+
+
+@pytest.mark.parametrize("arch", model.ARCHS)
+def test_input_dropout_is_noise_in_training_only(arch):
+    keras.utils.set_random_seed(0)
+    x = np.random.uniform(-1, 1, (4, 12, 12, 1)).astype("float32")
+    clean = model.build_discriminator(arch, x.shape[1:], 3, width=8, input_noise=0)
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in clean.layers[:2])  # none on the pixels
+    D = model.build_discriminator(arch, x.shape[1:], 3, width=8, input_noise=0, input_dropout=0.5)
+    for layer in D.layers:
+        if isinstance(layer, keras.layers.Dropout) and layer.rate != 0.5:
+            layer.rate = 0.0  # the conv trunk's own dropout: off, to see the input dropout alone
+    np.testing.assert_array_equal(D(x, training=False)[0], D(x, training=False)[0])
+    assert not np.allclose(D(x, training=True)[0], D(x, training=False)[0])

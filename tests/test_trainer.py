@@ -223,3 +223,22 @@ def test_a_run_from_before_a_flag_existed_still_resumes(dsdir, tmp_path, capsys)
     (run / "config.json").write_text(json.dumps(cfg))
     assert train(dsdir, run, "--max_steps", "15")["step"] == 15
     assert "Resumed from" in capsys.readouterr().out
+
+
+def test_evaler_rebuilds_the_input_noise_and_dropout_the_run_had(dsdir, tmp_path, capsys):
+    """D's input layers fix its checkpoint layout: runs without input noise, and conv runs from before
+    --d_input_dropout (which then dropped 20% of the pixels), restore and resume."""
+    common = ["--dataset", "tiny", "--dataset_dir", str(dsdir)]
+    train(dsdir, tmp_path / "quiet", "--max_steps", "5", "--d_input_noise", "0")
+    assert evaler.main(["--checkpoint", str(tmp_path / "quiet"), *common])[0]["step"] == 5
+    old = tmp_path / "oldconv"
+    conv = ["--arch", "conv", "--d_width", "4", "--g_width", "4"]
+    train(dsdir, old, *conv, "--max_steps", "5", "--d_input_dropout", "0.2")
+    cfg = json.loads((old / "config.json").read_text())
+    del cfg["d_input_dropout"]  # as written by a version without the flag
+    (old / "config.json").write_text(json.dumps(cfg))
+    assert evaler.main(["--checkpoint", str(old), *common])[0]["step"] == 5
+    with pytest.raises(SystemExit):
+        train(dsdir, old, *conv, "--max_steps", "10")
+    assert "was trained with --d_input_dropout 0.2, not 0.0" in capsys.readouterr().err
+    assert train(dsdir, old, *conv, "--max_steps", "10", "--d_input_dropout", "0.2")["step"] == 10
