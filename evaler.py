@@ -167,7 +167,8 @@ def load_classifier(run: Path, ckpt_path: str, weights: str = "ema"):
     cfg = json.loads((run / "config.json").read_text())
     info = cfg["dataset_info"]
     shape = (info["height"], info["width"], info["channels"])
-    D = model.build_discriminator(cfg["arch"], shape, info["num_class"], cfg["head"], **config.discriminator_options(cfg))
+    D = model.build_discriminator(cfg["arch"], shape, info["num_class"], cfg["head"],
+                                  **config.discriminator_options(cfg))
     G = model.build_generator(cfg["arch"], shape, cfg["z_dim"], cfg["g_width"])
     return cfg, D, G, restore_into(D, G, run, ckpt_path, weights)
 

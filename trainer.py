@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="std of the Gaussian noise D adds to its input images in training (images in [-1, 1]; "
                         f"default per arch: {', '.join(f'{a} {v:g}' for a, v in model.INPUT_NOISE.items())})")
     g.add_argument("--d_input_dropout", type=config.rate, default=0.0,
-                   help="fraction of input pixels D drops in training (Salimans et al.'s CIFAR-10 net: 0.2; it hurts on "
-                        "images with a constant background such as Fashion-MNIST)")
+                   help="fraction of input pixels D drops in training (Salimans et al.'s CIFAR-10 net: 0.2; it "
+                        "hurts on images with a constant background such as Fashion-MNIST)")
     g.add_argument("--ema_decay", type=float, default=0.999, help="Polyak/EMA decay of D's weights used for eval")
     g.add_argument("--nan_policy", choices=("stop", "restore"), default="stop",
                    help="on a NaN/Inf loss: stop (keeping the last good checkpoint), or roll back and halve the LR")
