@@ -4,6 +4,10 @@ Architectures are chosen by name (`--arch`):
 - `mlp`:  the Salimans et al. (2016) MNIST pair. D: Gaussian input noise + weight-normalised dense
           1000-500-250-250-250 (ReLU), features = last hidden layer. G: z -> 500 -> 500
           (softplus + batch norm) -> H*W*C (tanh, weight norm). Cheap on a CPU.
+- `lenet`: a LeNet-sized conv D in the mlp's style: two stride-2 5x5 weight-normalised convolutions
+          (leaky ReLU), then dense 16w-8w (ReLU), Gaussian noise on the input and after every layer,
+          features = last hidden layer; the mlp G. About 3x the mlp D's FLOPs and 1/5 of conv's; on
+          Fashion-MNIST more accurate per CPU-second than either (README).
 - `conv`: a small conv D in the style of Salimans' CIFAR net (dropout after each downsampling, but none on
           the input pixels by default: see build_discriminator; leaky ReLU, weight norm,
           stride-2 downsampling, network-in-network 1x1 layers, global average pooling
@@ -23,12 +27,12 @@ from keras import layers
 
 import ops
 
-ARCHS = ("mlp", "conv")
+ARCHS = ("mlp", "lenet", "conv")
 HEADS = ("implicit", "nplus1")
 
 
 # The std of the Gaussian noise D adds to its input images in training, per arch (images in [-1, 1]).
-INPUT_NOISE = {"mlp": 0.3, "conv": 0.0}
+INPUT_NOISE = {"mlp": 0.3, "lenet": 0.3, "conv": 0.0}
 
 
 def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, head: str = "implicit",
@@ -46,6 +50,8 @@ def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, 
     h = layers.Dropout(input_dropout)(h) if input_dropout else h
     if arch == "mlp":
         features = _mlp_trunk(h, width or 1000)
+    elif arch == "lenet":
+        features = _lenet_trunk(h, width or 32)
     elif arch == "conv":
         features = _conv_trunk(h, width or 32)
     else:
@@ -71,6 +77,17 @@ def _mlp_trunk(x, width: int):
     return h
 
 
+def _lenet_trunk(h, width: int):
+    for filters in (width, 2 * width):
+        h = _lrelu(ops.WeightNormConv2D(filters, 5, strides=2)(h))
+        h = layers.GaussianNoise(0.5)(h)
+    h = layers.Flatten()(h)
+    for units in (16 * width, 8 * width):
+        h = layers.ReLU()(ops.WeightNormDense(units)(h))
+        h = layers.GaussianNoise(0.5)(h)
+    return h
+
+
 def _conv_trunk(h, width: int):
     for filters, drop in ((width, 0.5), (2 * width, 0.5)):
         h = _lrelu(ops.WeightNormConv2D(filters, 3)(h))
@@ -91,7 +108,7 @@ def build_generator(arch: str, shape: tuple[int, int, int], z_dim: int = 100, wi
     """The generator z [B, z_dim] -> images [B, H, W, C] in [-1, 1]; width 0 means the arch's default."""
     height, wid, channels = shape
     z = keras.Input(shape=(z_dim,), name="z")
-    if arch == "mlp":
+    if arch in ("mlp", "lenet"):
         h = z
         for _ in range(2):
             h = layers.Dense(width or 500, use_bias=False)(h)

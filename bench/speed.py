@@ -1,6 +1,6 @@
 """Benchmark training speed as users get it: the trainer's own compiled loop, input pipeline and evaler.
 
-    python bench/speed.py                           # mlp 28x28x1 (jit off and on), conv 28x28x1, conv 32x32x3
+    python bench/speed.py                           # mlp28 (jit off and on), lenet28, conv28, conv32 (H x W x C)
     python bench/speed.py --configs mlp28 --steps_per_loop 1 50 --jit --no-jit
     python bench/speed.py --configs mlp28 --intra_op 1 --inter_op 1
     python bench/speed.py --quick                   # tiny data and few steps, for the test
@@ -43,6 +43,7 @@ from datasets import format as fmt  # noqa: E402
 # name: (arch, image shape, train images, test images); --quick shrinks the splits.
 CONFIGS = {
     "mlp28": ("mlp", (28, 28, 1), 60000, 10000),
+    "lenet28": ("lenet", (28, 28, 1), 60000, 10000),
     "conv28": ("conv", (28, 28, 1), 60000, 10000),
     "conv32": ("conv", (32, 32, 3), 20000, 4000),
 }

@@ -16,7 +16,7 @@ import trainer
 from tests.tiny import TINY_FLAGS, make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = {"mlp28", "conv28", "conv32"}
+CONFIGS = {"mlp28", "lenet28", "conv28", "conv32"}
 POSITIVE = ("ms_per_step", "cpu_ms_per_step", "train_img_per_s", "flops_per_step", "flops_per_step_traced",
             "achieved_flop_per_s", "fraction_of_peak", "input_img_per_s", "eval_img_per_s", "epoch_60k_s")
 

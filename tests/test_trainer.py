@@ -170,12 +170,15 @@ def test_heads_and_generator_losses_train(dsdir, tmp_path, head, g_loss):
     assert loss_vat and all(np.isfinite(v) and v > 0 for v in loss_vat.values())
 
 
-def test_conv_arch_trains_on_odd_rgb_size(tmp_path):
+@pytest.mark.parametrize("arch", ["lenet", "conv"])
+def test_conv_archs_train_on_odd_rgb_size_and_evaluate(tmp_path, arch):
     make_tiny_dataset(tmp_path, "rgb", shape=(10, 14, 3))
-    result = trainer.main(["--dataset", "rgb", "--dataset_dir", str(tmp_path), "--train_dir", str(tmp_path / "r"),
-                           "--num_labeled", "30", *TINY_FLAGS, "--arch", "conv", "--d_width", "4",
-                           "--g_width", "4", "--max_steps", "10", "--augment"])
+    common = ["--dataset", "rgb", "--dataset_dir", str(tmp_path)]
+    result = trainer.main([*common, "--train_dir", str(tmp_path / "r"), "--num_labeled", "30", *TINY_FLAGS,
+                           "--arch", arch, "--d_width", "4", "--g_width", "4", "--max_steps", "10", "--augment"])
     assert result["step"] == 10
+    (report,) = evaler.main(["--checkpoint", str(tmp_path / "r"), *common])
+    assert report["accuracy"] == pytest.approx(result["test_accuracy"])
 
 
 def test_data_init_sets_d_and_its_ema_from_real_images(dsdir, tmp_path):
