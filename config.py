@@ -91,7 +91,9 @@ def add_model_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     """The network flags; the evaler takes them without defaults (they come from config.json)."""
     g = p.add_argument_group("model")
     d = (lambda v: v) if defaults else (lambda v: None)
-    g.add_argument("--arch", choices=model.ARCHS, default=d("mlp"), help="network pair (see model.py)")
+    g.add_argument("--arch", choices=model.ARCHS, default=d("lenet"),
+                   help="network pair (see model.py): lenet for small images, conv for larger natural ones, "
+                        "mlp the cheapest")
     g.add_argument("--head", choices=model.HEADS, default=d("implicit"),
                    help="implicit: n logits, fake logit 0 (Salimans); nplus1: explicit n+1 softmax (Odena)")
     g.add_argument("--d_width", type=int, default=d(0), help="discriminator width (0: the arch's default)")

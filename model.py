@@ -4,9 +4,9 @@ Architectures are chosen by name (`--arch`):
 - `mlp`:  the Salimans et al. (2016) MNIST pair. D: Gaussian input noise + weight-normalised dense
           1000-500-250-250-250 (ReLU), features = last hidden layer. G: z -> 500 -> 500
           (softplus + batch norm) -> H*W*C (tanh, weight norm). Cheap on a CPU.
-- `lenet`: a LeNet-sized conv D in the mlp's style: two stride-2 5x5 weight-normalised convolutions
-          (leaky ReLU), then dense 16w-8w (ReLU), Gaussian noise on the input and after every layer,
-          features = last hidden layer; the mlp G. About 3x the mlp D's FLOPs and 1/5 of conv's; on
+- `lenet` (the default): a LeNet-sized conv D in the mlp's style: two stride-2 5x5 weight-normalised
+          convolutions (leaky ReLU), then dense 16w-8w (ReLU), Gaussian noise on the input and after every
+          layer, features = last hidden layer; the mlp G. About 3x the mlp D's FLOPs and 1/5 of conv's; on
           Fashion-MNIST more accurate per CPU-second than either (README).
 - `conv`: a small conv D in the style of Salimans' CIFAR net (dropout after each downsampling, but none on
           the input pixels by default: see build_discriminator; leaky ReLU, weight norm,

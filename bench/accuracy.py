@@ -24,7 +24,7 @@ The table (wall s: the trainer command's wall time; steps: the evaluated checkpo
 
     dataset        labels  method          test accuracy    wall s    steps   n
     ---------------------------------------------------------------------------
-    fashion_mnist     100  ssgan       0.7500 +- 0.0100    1800.0    20000   3
+    fashion_mnist     100  ssgan       0.7500 +- 0.0100    1800.0    12000   3
     fashion_mnist     100  supervised  0.6500 +- 0.0100     120.0     2000   3
     gain (ssgan - supervised), 100 labels: +0.1000 +- 0.0100 (paired over 3 seeds)
 
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="label counts (--num_labeled; default 100 1000)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per label count (default 3)")
     p.add_argument("--budget_min", type=float, default=30.0, help="trainer --time_budget_min of every run (default 30)")
-    p.add_argument("--max_steps", type=int, default=20000, help="trainer --max_steps of the SSGAN runs (default 20000)")
+    p.add_argument("--max_steps", type=int, default=12000, help="trainer --max_steps of the SSGAN runs (default 12000)")
     p.add_argument("--sup_steps", type=int, default=2000, help="trainer --max_steps of supervised runs (default 2000)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                    help="which runs: the SSGAN, the supervised-only baseline, or both (default)")

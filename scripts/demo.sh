@@ -4,21 +4,23 @@
 # Re-running it resumes/reuses the runs in train_dir/demo-* and is quick once they are done.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-STEPS=${DEMO_STEPS:-4000}
+STEPS=${DEMO_STEPS:-3000}
+# Named by arch: a run of an earlier default (--arch mlp, in train_dir/demo-ssgan) is not resumed as another arch.
+export SSGAN=train_dir/demo-lenet-ssgan SUP=train_dir/demo-lenet-supervised
 python download.py fashion_mnist
 python trainer.py --dataset fashion_mnist --num_labeled 100 --max_steps "$STEPS" \
-  --train_dir train_dir/demo-ssgan
+  --train_dir "$SSGAN"
 python trainer.py --dataset fashion_mnist --num_labeled 100 --max_steps 1000 --supervised_only \
-  --train_dir train_dir/demo-supervised
-python evaler.py --dataset fashion_mnist --checkpoint train_dir/demo-ssgan
+  --train_dir "$SUP"
+python evaler.py --dataset fashion_mnist --checkpoint "$SSGAN"
 python - <<'PY'
-import json
-ssgan = json.load(open("train_dir/demo-ssgan/result.json"))
-sup = json.load(open("train_dir/demo-supervised/result.json"))
+import json, os
+ssgan = json.load(open(os.path.join(os.environ["SSGAN"], "result.json")))
+sup = json.load(open(os.path.join(os.environ["SUP"], "result.json")))
 print("=" * 72)
 print(f"Fashion-MNIST, 100 labels, test accuracy (10,000 images):")
 print(f"  semi-supervised GAN   {ssgan['test_accuracy']:.4f}   ({ssgan['step']} steps)")
 print(f"  supervised only       {sup['test_accuracy']:.4f}   (same discriminator, labelled images only)")
-print(f"Sample grids:  train_dir/demo-ssgan/samples/")
+print(f"Sample grids:  {os.environ['SSGAN']}/samples/")
 print(f"TensorBoard:   .venv/bin/tensorboard --logdir train_dir")
 PY
