@@ -69,20 +69,20 @@ def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, 
 
 
 def _mlp_trunk(x, width: int):
-    h = layers.Flatten()(x)
-    for units in (width, width // 2, width // 4, width // 4, width // 4):
-        h = ops.WeightNormDense(units)(h)
-        h = layers.ReLU()(h)
-        h = layers.GaussianNoise(0.5)(h)
-    return h
+    return _noisy_dense(x, (width, width // 2, width // 4, width // 4, width // 4))
 
 
 def _lenet_trunk(h, width: int):
     for filters in (width, 2 * width):
         h = _lrelu(ops.WeightNormConv2D(filters, 5, strides=2)(h))
         h = layers.GaussianNoise(0.5)(h)
+    return _noisy_dense(h, (16 * width, 8 * width))
+
+
+def _noisy_dense(h, widths: tuple[int, ...]):
+    """Flatten, then weight-normalised dense + ReLU + Gaussian noise (std 0.5) per width (Salimans' MNIST D)."""
     h = layers.Flatten()(h)
-    for units in (16 * width, 8 * width):
+    for units in widths:
         h = layers.ReLU()(ops.WeightNormDense(units)(h))
         h = layers.GaussianNoise(0.5)(h)
     return h
