@@ -592,7 +592,9 @@ class RunContext:
         return iter(dist(input_ops.shard_by_data(lab))), iter(dist(input_ops.shard_by_data(unl)))
 
     def test_accuracy(self) -> float:
-        return evaler.accuracy_of(self.gan.D_ema, self.test_split, self.args.batch_size * 5, self.info.num_class)
+        return evaler.accuracy_of(self.gan.D_ema, self.test_split,
+                                  evaler.eval_batch(self.args.batch_size, self.test_split.images.shape[1:]),
+                                  self.info.num_class)
 
 
 def restore(gan: GAN, manager: tf.train.CheckpointManager, run: Path) -> None:

@@ -178,9 +178,10 @@ def input_speed(split: input_ops.Split, batches: int) -> float:
 
 def eval_speed(D, split: input_ops.Split) -> float:
     """Images/s of evaler.confusion_of over the test split (the trainer's eval batch), after a warm-up pass."""
-    evaler.confusion_of(D, split, BATCH * 5, NUM_CLASS)
+    batch = evaler.eval_batch(BATCH, split.images.shape[1:])
+    evaler.confusion_of(D, split, batch, NUM_CLASS)
     t = time.perf_counter()
-    cm = evaler.confusion_of(D, split, BATCH * 5, NUM_CLASS)
+    cm = evaler.confusion_of(D, split, batch, NUM_CLASS)
     return int(cm.sum()) / (time.perf_counter() - t)
 
 
