@@ -11,21 +11,36 @@ from datasets import format as fmt
 from errors import UserError
 
 # Flags that fix the networks: recorded in config.json and checked when a checkpoint is restored.
-MODEL_KEYS = ("arch", "head", "d_width", "g_width", "z_dim")
+MODEL_KEYS = ("arch", "g_arch", "head", "d_width", "g_width", "z_dim")
 
 # What a flag missing from an older config.json meant, where that differs from today's default:
-# the conv D dropped 20% of its input pixels before --d_input_dropout existed.
-LEGACY_DEFAULTS = {"d_input_dropout": lambda cfg: 0.2 if cfg.get("arch") == "conv" else 0.0}
+# the conv D dropped 20% of its input pixels before --d_input_dropout existed, and lenet had the mlp G
+# before --g_arch existed.
+LEGACY_DEFAULTS = {"d_input_dropout": lambda cfg: 0.2 if cfg.get("arch") == "conv" else 0.0,
+                   "g_arch": lambda cfg: "conv" if cfg.get("arch") == "conv" else "mlp"}
 
 
-def discriminator_options(cfg: dict) -> dict:
-    """model.build_discriminator's options for a run's flags or config.json.
+def recorded(cfg: dict, key: str):
+    """A model flag's value in a run's flags or config.json, including older configs made before the flag."""
+    return cfg[key] if key in cfg else LEGACY_DEFAULTS[key](cfg)
+
+
+def discriminator_of(cfg: dict, shape: tuple[int, int, int], num_class: int):
+    """D as a run's flags or config.json describe it.
 
     The input noise and dropout layers are among D's layers, so they fix its checkpoint's layout too:
     the evaler must build D with the values the run was trained with.
     """
-    dropout = cfg["d_input_dropout"] if "d_input_dropout" in cfg else LEGACY_DEFAULTS["d_input_dropout"](cfg)
-    return {"width": cfg["d_width"], "input_noise": cfg.get("d_input_noise"), "input_dropout": dropout}
+    return model.build_discriminator(cfg["arch"], shape, num_class, cfg["head"], width=cfg["d_width"],
+                                     input_noise=cfg.get("d_input_noise"),
+                                     input_dropout=recorded(cfg, "d_input_dropout"))
+
+
+def generator_of(cfg: dict, shape: tuple[int, int, int]):
+    """G as a run's flags or config.json describe it."""
+    g_arch = recorded(cfg, "g_arch")
+    width = cfg["g_width"] or model.generator_width(cfg["arch"], g_arch)
+    return model.build_generator(g_arch, shape, cfg["z_dim"], width)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -94,10 +109,14 @@ def add_model_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     g.add_argument("--arch", choices=model.ARCHS, default=d("lenet"),
                    help="network pair (see model.py): lenet for small images, conv for larger natural ones, "
                         "mlp the cheapest")
+    g.add_argument("--g_arch", choices=model.GENERATORS, default=None,
+                   help="generator: mlp (Salimans' MNIST G) or conv (DCGAN-style); default: the arch's "
+                        f"({', '.join(f'{a}: {g}' for a, g in model.DEFAULT_GENERATOR.items())})")
     g.add_argument("--head", choices=model.HEADS, default=d("implicit"),
                    help="implicit: n logits, fake logit 0 (Salimans); nplus1: explicit n+1 softmax (Odena)")
     g.add_argument("--d_width", type=int, default=d(0), help="discriminator width (0: the arch's default)")
-    g.add_argument("--g_width", type=int, default=d(0), help="generator width (0: the arch's default)")
+    g.add_argument("--g_width", type=int, default=d(0),
+                   help="generator width (0: mlp G 500 units; conv G 32 channels with lenet, 64 with conv)")
     g.add_argument("--z_dim", type=positive_int, default=d(100), help="generator noise dimension")
 
 

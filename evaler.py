@@ -177,9 +177,7 @@ def load_classifier(run: Path, ckpt_path: str, weights: str = "ema"):
     cfg = json.loads((run / "config.json").read_text())
     info = cfg["dataset_info"]
     shape = (info["height"], info["width"], info["channels"])
-    D = model.build_discriminator(cfg["arch"], shape, info["num_class"], cfg["head"],
-                                  **config.discriminator_options(cfg))
-    G = model.build_generator(cfg["arch"], shape, cfg["z_dim"], cfg["g_width"])
+    D, G = config.discriminator_of(cfg, shape, info["num_class"]), config.generator_of(cfg, shape)
     return cfg, D, G, restore_into(D, G, run, ckpt_path, weights)
 
 
@@ -201,8 +199,9 @@ def check_against_config(args: argparse.Namespace, cfg: dict, run: Path) -> None
     config.check_shape_flags(args, info["height"], info["width"], info["num_class"], f"the run {run}")
     for k in config.MODEL_KEYS:
         given = getattr(args, k, None)
-        if given is not None and given != cfg[k]:
-            raise UserError(f"--{k} {given} does not match the run {run}, trained with --{k} {cfg[k]}; "
+        trained = config.recorded(cfg, k)
+        if given is not None and given != trained:
+            raise UserError(f"--{k} {given} does not match the run {run}, trained with --{k} {trained}; "
                             "drop the flag or pass the trained value")
 
 

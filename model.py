@@ -6,12 +6,14 @@ Architectures are chosen by name (`--arch`):
           (softplus + batch norm) -> H*W*C (tanh, weight norm). Cheap on a CPU.
 - `lenet` (the default): a LeNet-sized conv D in the mlp's style: two stride-2 5x5 weight-normalised
           convolutions (leaky ReLU), then dense 16w-8w (ReLU), Gaussian noise on the input and after every
-          layer, features = last hidden layer; the mlp G. About 3x the mlp D's FLOPs and 1/5 of conv's; on
+          layer, features = last hidden layer; the conv G. About 3x the mlp D's FLOPs and 1/5 of conv's; on
           Fashion-MNIST more accurate per CPU-second than either (README).
 - `conv`: a small conv D in the style of Salimans' CIFAR net (dropout after each downsampling, but none on
           the input pixels by default: see build_discriminator; leaky ReLU, weight norm,
           stride-2 downsampling, network-in-network 1x1 layers, global average pooling
-          features) and a DCGAN-style generator (dense -> 2 transposed convs -> tanh).
+          features) and the conv G.
+Generators (`--g_arch`, default per arch: DEFAULT_GENERATOR): `mlp`, Salimans' MNIST G (above), and `conv`, a
+DCGAN-style G (dense -> 2 stride-2 transposed 5x5 convs with batch norm and ReLU -> tanh).
 Heads (`--head`): `implicit` (n logits, fake logit fixed at 0) or `nplus1` (an explicit,
 learned fake logit: Odena 2016). Both models take and give images scaled to [-1, 1].
 
@@ -28,6 +30,14 @@ from keras import layers
 import ops
 
 ARCHS = ("mlp", "lenet", "conv")
+GENERATORS = ("mlp", "conv")
+# Each arch's generator unless --g_arch says otherwise. lenet had the mlp G until stop 18 (config.LEGACY_DEFAULTS).
+DEFAULT_GENERATOR = {"mlp": "mlp", "lenet": "conv", "conv": "conv"}
+
+
+def generator_width(arch: str, g_arch: str) -> int:
+    """The G width that --g_width 0 means: lenet's conv G has half the conv arch's channels (32 against 64)."""
+    return {"mlp": 500, "conv": 32 if arch == "lenet" else 64}[g_arch]
 HEADS = ("implicit", "nplus1")
 
 
@@ -104,11 +114,15 @@ def _lrelu(h):
     return layers.LeakyReLU(0.2)(h)
 
 
-def build_generator(arch: str, shape: tuple[int, int, int], z_dim: int = 100, width: int = 0) -> keras.Model:
-    """The generator z [B, z_dim] -> images [B, H, W, C] in [-1, 1]; width 0 means the arch's default."""
+def build_generator(g_arch: str, shape: tuple[int, int, int], z_dim: int = 100, width: int = 0) -> keras.Model:
+    """The generator (`g_arch` in GENERATORS) z [B, z_dim] -> images [B, H, W, C] in [-1, 1].
+
+    `width`: the mlp G's hidden units, or the conv G's channels before its last upsampling (twice that before
+    the first); 0 means the mlp's 500 or the conv arch's 64.
+    """
     height, wid, channels = shape
     z = keras.Input(shape=(z_dim,), name="z")
-    if arch in ("mlp", "lenet"):
+    if g_arch == "mlp":
         h = z
         for _ in range(2):
             h = layers.Dense(width or 500, use_bias=False)(h)
@@ -116,7 +130,7 @@ def build_generator(arch: str, shape: tuple[int, int, int], z_dim: int = 100, wi
             h = layers.Activation("softplus")(h)
         h = ops.WeightNormDense(height * wid * channels)(h)
         out = layers.Reshape(shape)(layers.Activation("tanh")(h))
-    elif arch == "conv":
+    elif g_arch == "conv":
         w = width or 64
         h0, w0 = math.ceil(height / 4), math.ceil(wid / 4)
         h = layers.Dense(h0 * w0 * 2 * w, use_bias=False)(z)
@@ -127,7 +141,7 @@ def build_generator(arch: str, shape: tuple[int, int, int], z_dim: int = 100, wi
         h = layers.Conv2DTranspose(channels, 5, strides=2, padding="same", activation="tanh")(h)
         out = ops.CenterCrop2D(height, wid)(h) if (4 * h0, 4 * w0) != (height, wid) else h
     else:
-        raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
+        raise ValueError(f"unknown generator {g_arch!r}; choose from {GENERATORS}")
     return keras.Model(z, out, name="generator")
 
 

@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Trainer flags (data and model flags are shared with evaler.py via config.py)."""
     args = build_parser().parse_args(argv)
     args.num_labeled = _parse_num_labeled(args.num_labeled)
+    args.g_arch = args.g_arch or model.DEFAULT_GENERATOR[args.arch]  # recorded explicitly in config.json
     return args
 
 
@@ -264,10 +265,8 @@ class GAN(tf.Module):
         super().__init__(name="gan")
         keras_seed(args.seed)
         with dtype_policy(f"mixed_{args.mixed_precision}" if args.mixed_precision else None):
-            self.D, self.D_ema = (model.build_discriminator(args.arch, shape, num_class, args.head,
-                                                            **config.discriminator_options(vars(args)))
-                                  for _ in range(2))
-            self.G = model.build_generator(args.arch, shape, args.z_dim, args.g_width)
+            self.D, self.D_ema = (config.discriminator_of(vars(args), shape, num_class) for _ in range(2))
+            self.G = config.generator_of(vars(args), shape)
         for e, v in zip(self.D_ema.weights, self.D.weights):
             e.assign(v)
         self.opt_d = tf.keras.optimizers.Adam(args.lr, beta_1=args.beta1)

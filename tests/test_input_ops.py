@@ -54,8 +54,8 @@ def test_streaming_from_the_file_gives_the_same_batches_as_memory(path):
     b = list(input_ops.unlabeled_stream(disk, 12, seed=3).take(12).as_numpy_iterator())
     for xa, xb in zip(a, b):
         np.testing.assert_array_equal(xa, xb)
-    ea = list(input_ops.eval_stream(mem, 7).as_numpy_iterator())
-    eb = list(input_ops.eval_stream(disk, 7).as_numpy_iterator())
+    ea = [(x.numpy(), y.numpy()) for x, y in input_ops.eval_stream(mem, 7)]
+    eb = [(x.numpy(), y.numpy()) for x, y in input_ops.eval_stream(disk, 7)]
     assert sum(len(y) for _, y in eb) == 120
     for (xa, ya), (xb, yb) in zip(ea, eb):
         np.testing.assert_array_equal(xa, xb)

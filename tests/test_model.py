@@ -1,4 +1,4 @@
-"""Both architectures and heads build for odd sizes and give the documented outputs."""
+"""Every architecture, generator and head builds for odd sizes and gives the documented outputs."""
 import keras
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ import model
 def test_discriminator_and_generator_shapes(arch, head, shape):
     keras.utils.set_random_seed(0)  # unseeded, the tiny mlp's ReLUs can all be dead for 3 images: features 0
     D = model.build_discriminator(arch, shape, 7, head, width=8 if arch == "conv" else 32)
-    G = model.build_generator(arch, shape, z_dim=5, width=8)
+    G = model.build_generator(model.DEFAULT_GENERATOR[arch], shape, z_dim=5, width=8)
     x = G(np.random.randn(3, 5).astype("float32"), training=False)
     assert x.shape == (3, *shape)
     assert np.abs(x.numpy()).max() <= 1.0
@@ -24,9 +24,19 @@ def test_discriminator_and_generator_shapes(arch, head, shape):
         assert np.any(fake.numpy() != 0)
 
 
-def test_unknown_arch_and_head_are_errors():
+@pytest.mark.parametrize("g_arch", model.GENERATORS)
+@pytest.mark.parametrize("shape", [(28, 28, 1), (9, 13, 3)])
+def test_every_generator_fits_every_shape(g_arch, shape):
+    G = model.build_generator(g_arch, shape, z_dim=5, width=8)
+    x = G(np.random.randn(2, 5).astype("float32"), training=False)
+    assert x.shape == (2, *shape) and np.abs(x.numpy()).max() <= 1.0
+
+
+def test_unknown_arch_generator_and_head_are_errors():
     with pytest.raises(ValueError, match="unknown arch"):
         model.build_discriminator("resnet", (8, 8, 1), 2)
+    with pytest.raises(ValueError, match="unknown generator"):
+        model.build_generator("lenet", (8, 8, 1))
     with pytest.raises(ValueError, match="unknown head"):
         model.build_discriminator("mlp", (8, 8, 1), 2, head="binary")
 
