@@ -110,13 +110,13 @@ def add_model_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
                    help="network pair (see model.py): lenet for small images, conv for larger natural ones, "
                         "mlp the cheapest")
     g.add_argument("--g_arch", choices=model.GENERATORS, default=None,
-                   help="generator: mlp (Salimans' MNIST G) or conv (DCGAN-style); default: the arch's "
+                   help="generator: mlp (Salimans' MNIST G) or conv (DCGAN-style); None: the arch's "
                         f"({', '.join(f'{a}: {g}' for a, g in model.DEFAULT_GENERATOR.items())})")
     g.add_argument("--head", choices=model.HEADS, default=d("implicit"),
                    help="implicit: n logits, fake logit 0 (Salimans); nplus1: explicit n+1 softmax (Odena)")
     g.add_argument("--d_width", type=int, default=d(0), help="discriminator width (0: the arch's default)")
     g.add_argument("--g_width", type=int, default=d(0),
-                   help="generator width (0: mlp G 500 units; conv G 32 channels with lenet, 64 with conv)")
+                   help="generator width (0: mlp G 500 units; conv G 32 channels with lenet, else 64)")
     g.add_argument("--z_dim", type=positive_int, default=d(100), help="generator noise dimension")
 
 

@@ -259,7 +259,7 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
     test = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)
     reports = []
     _, D, G, _ = load_classifier(run, ckpts[0], args.weights)  # built once; each checkpoint restored into it
-    batch = eval_batch(args.batch_size, test.images.shape[1:])
+    batch = eval_batch(args.batch_size, info.shape)
     for ckpt in ckpts:
         step = restore_into(D, G, run, ckpt, args.weights)
         r = report(confusion_of(D, test, batch, info.num_class), info.class_names, ckpt, step)

@@ -1,10 +1,10 @@
-"""Input pipelines (tf.data): the labelled, unlabelled and evaluation streams, and the labelled subset.
+"""Input pipelines: the labelled and unlabelled tf.data streams, the evaluation stream, and the labelled subset.
 
 Images stay uint8 until the batch is formed; `scale` maps them to [-1, 1] once, in the pipeline.
 Order is a pure function of (seed, step): each epoch is a stateless shuffle seeded by
 (seed, epoch), so a resumed run skips to its step and sees exactly the batches it would have.
 Datasets that fit the memory budget are held as one tensor (no Python per batch); larger ones
-stream from the HDF5 file in sorted-index reads.
+stream from the HDF5 file in sorted-index reads. The evaluation stream is plain slices in order (see eval_stream).
 """
 from __future__ import annotations
 

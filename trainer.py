@@ -592,7 +592,7 @@ class RunContext:
 
     def test_accuracy(self) -> float:
         return evaler.accuracy_of(self.gan.D_ema, self.test_split,
-                                  evaler.eval_batch(self.args.batch_size, self.test_split.images.shape[1:]),
+                                  evaler.eval_batch(self.args.batch_size, self.info.shape),
                                   self.info.num_class)
 
 

@@ -183,6 +183,7 @@ def one_run(args: argparse.Namespace, common: list[str], runs_root: Path, key: t
     estdout, ewall, _ = timed_run(ecmd, runs_root / "logs" / f"{run_dir.name}.eval")
     report = last_json(estdout)
     stopped_by, trainer_acc = trainer_stop(stdout, run_dir)
+    trainer_config = json.loads((run_dir / "config.json").read_text())
     tol = 1e-9 if (run_dir / "result.json").exists() else 5e-5  # printed with 4 decimals when no result.json
     matches = trainer_acc is not None and abs(trainer_acc - report["accuracy"]) <= tol
     if not matches:
@@ -192,7 +193,8 @@ def one_run(args: argparse.Namespace, common: list[str], runs_root: Path, key: t
             "accuracy": report["accuracy"], "trainer_accuracy": trainer_acc, "accuracy_matches_trainer": matches,
             "step": report["step"], "stopped_by": stopped_by, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "eval_wall_s": round(ewall, 2), "num_test": report["num_examples"], "run_dir": rel(run_dir),
-            "checkpoint": report["checkpoint"], "command": shlex.join(cmd), "eval_command": shlex.join(ecmd)}
+            "checkpoint": report["checkpoint"], "command": shlex.join(cmd), "eval_command": shlex.join(ecmd),
+            "trainer_config": trainer_config}
 
 
 # ---------------------------------------------------------------- summary and output
@@ -272,6 +274,26 @@ def recorded(path: Path, resume: bool) -> dict[str, dict]:
     return {r["command"]: r for r in json.loads(path.read_text()).get("runs", [])}
 
 
+def reusable(old: dict[str, dict], cmds: dict) -> dict:
+    """The planned runs (key -> command) whose recorded run trained the networks the command builds today.
+
+    The same command can build other networks after a default changes (lenet's generator in stop 18), so a
+    recorded run counts only if its config.json's model flags equal today's; runs recorded without it do not.
+    """
+    found = {k: c for k, c in cmds.items() if c in old}
+    if not found:
+        return {}
+    sys.path.insert(0, str(ROOT))
+    import config  # TensorFlow: loaded only when there is something to compare
+    import trainer
+
+    def networks(flags: dict) -> dict:
+        return {k: config.recorded(flags, k) for k in config.MODEL_KEYS}
+
+    return {k: old[c] for k, c in found.items() if "trainer_config" in old[c]
+            and networks(old[c]["trainer_config"]) == networks(vars(trainer.parse_args(shlex.split(c)[2:])))}
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -294,7 +316,7 @@ def run_all(args: argparse.Namespace, common: list[str], runs_root: Path, out: P
     """Every planned run (--jobs at a time; recorded ones skipped with --resume); the JSON is rewritten after each."""
     old, meta, keys = recorded(out, args.resume), settings(args, common), plan(args)
     cmds = {k: shlex.join(trainer_cmd(args, common, *k, runs_root / run_name(args.dataset, *k))) for k in keys}
-    done = {k: old[c] for k, c in cmds.items() if c in old}
+    done = reusable(old, cmds)
     for i, k in enumerate(done, 1):
         progress(i, len(keys), done[k], " (recorded, skipped)")
     pool = ThreadPoolExecutor(args.jobs)

@@ -237,7 +237,8 @@ def measure(name: str, args: argparse.Namespace, splits: tuple, opts: argparse.N
         io_speed["input_img_per_s"] = input_speed(train, 5 if opts.quick else 300)
         io_speed["eval_img_per_s"] = eval_speed(gan.D_ema, test)
     img_s = BATCH / sec
-    return {"config": name, "arch": args.arch, "shape": list(train.images.shape[1:]), "batch": BATCH,
+    return {"config": name, "arch": args.arch, "g_arch": args.g_arch, "shape": list(train.images.shape[1:]),
+            "batch": BATCH,
             "jit": args.jit, "steps_per_loop": args.steps_per_loop, "mixed_precision": opts.mixed_precision,
             "steps_timed": steps, "ms_per_step": 1000 * sec, "cpu_ms_per_step": 1000 * cpu_sec,
             "train_img_per_s": img_s, "flops_per_step": flops, "flops_per_step_traced": traced,

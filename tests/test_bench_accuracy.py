@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_KEYS = {"dataset", "labels", "method", "seed", "accuracy", "trainer_accuracy", "accuracy_matches_trainer", "step",
-            "stopped_by", "wall_s", "cpu_s", "eval_wall_s", "run_dir", "command", "eval_command"}
+            "stopped_by", "wall_s", "cpu_s", "eval_wall_s", "run_dir", "command", "eval_command", "trainer_config"}
 
 
 def run_quick(tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict, float]:
@@ -59,3 +60,18 @@ def test_methods_flag_plans_only_those_runs():
     assert accuracy.plan(args) == [(100, "supervised", 0), (100, "supervised", 1),
                                    (1000, "supervised", 0), (1000, "supervised", 1)]
     assert len(accuracy.plan(accuracy.parse_args(["--labels", "100", "--seeds", "2"]))) == 4
+
+
+def test_resume_reuses_only_runs_of_the_networks_the_command_builds_today():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import accuracy
+    args = accuracy.parse_args(["--labels", "100", "--seeds", "1", "--methods", "ssgan"])
+    key = (100, "ssgan", 0)
+    cmd = shlex.join(accuracy.trainer_cmd(args, [], *key, Path("runs") / "r"))
+    today = {"arch": "lenet", "g_arch": "conv", "head": "implicit", "d_width": 0, "g_width": 0, "z_dim": 100}
+    before_g_arch = {k: v for k, v in today.items() if k != "g_arch"}  # lenet with the mlp G, before stop 18
+    assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": today}}, {key: cmd}) == {
+        key: {"command": cmd, "trainer_config": today}}
+    assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": before_g_arch}}, {key: cmd}) == {}
+    assert accuracy.reusable({cmd: {"command": cmd}}, {key: cmd}) == {}  # recorded before trainer_config
+    assert accuracy.reusable({"other": {"command": "other"}}, {key: cmd}) == {}

@@ -268,3 +268,11 @@ def test_a_lenet_run_from_before_g_arch_keeps_its_mlp_generator(dsdir, tmp_path,
         train(dsdir, old, *lenet, "--max_steps", "10")
     assert "was trained with --g_arch 'mlp', not 'conv'" in capsys.readouterr().err
     assert train(dsdir, old, *lenet, "--g_arch", "mlp", "--max_steps", "10")["step"] == 10
+
+
+def test_a_test_split_streamed_from_its_file_trains_and_evaluates(dsdir, tmp_path):
+    run = tmp_path / "streamed"
+    result = train(dsdir, run, "--max_steps", "5", "--in_memory", "no")
+    report = evaler.main(["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir),
+                          "--in_memory", "no"])[0]
+    assert report["step"] == 5 and report["accuracy"] == result["test_accuracy"]
