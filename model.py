@@ -30,6 +30,7 @@ from keras import layers
 import ops
 
 ARCHS = ("mlp", "lenet", "conv")
+HEADS = ("implicit", "nplus1")
 GENERATORS = ("mlp", "conv")
 # Each arch's generator unless --g_arch says otherwise. lenet had the mlp G until stop 18 (config.LEGACY_DEFAULTS).
 DEFAULT_GENERATOR = {"mlp": "mlp", "lenet": "conv", "conv": "conv"}
@@ -38,7 +39,6 @@ DEFAULT_GENERATOR = {"mlp": "mlp", "lenet": "conv", "conv": "conv"}
 def generator_width(arch: str, g_arch: str) -> int:
     """The G width that --g_width 0 means: lenet's conv G has half the conv arch's channels (32 against 64)."""
     return {"mlp": 500, "conv": 32 if arch == "lenet" else 64}[g_arch]
-HEADS = ("implicit", "nplus1")
 
 
 # The std of the Gaussian noise D adds to its input images in training, per arch (images in [-1, 1]).
