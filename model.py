@@ -36,9 +36,13 @@ GENERATORS = ("mlp", "conv")
 DEFAULT_GENERATOR = {"mlp": "mlp", "lenet": "conv", "conv": "conv"}
 
 
+# Each generator's width (mlp: hidden units; conv: channels before its last upsampling) unless set.
+GENERATOR_WIDTH = {"mlp": 500, "conv": 64}
+
+
 def generator_width(arch: str, g_arch: str) -> int:
     """The G width that --g_width 0 means: lenet's conv G has half the conv arch's channels (32 against 64)."""
-    return {"mlp": 500, "conv": 32 if arch == "lenet" else 64}[g_arch]
+    return 32 if (arch, g_arch) == ("lenet", "conv") else GENERATOR_WIDTH[g_arch]
 
 
 # The std of the Gaussian noise D adds to its input images in training, per arch (images in [-1, 1]).
@@ -118,20 +122,20 @@ def build_generator(g_arch: str, shape: tuple[int, int, int], z_dim: int = 100, 
     """The generator (`g_arch` in GENERATORS) z [B, z_dim] -> images [B, H, W, C] in [-1, 1].
 
     `width`: the mlp G's hidden units, or the conv G's channels before its last upsampling (twice that before
-    the first); 0 means the mlp's 500 or the conv arch's 64.
+    the first); 0 means GENERATOR_WIDTH.
     """
     height, wid, channels = shape
     z = keras.Input(shape=(z_dim,), name="z")
     if g_arch == "mlp":
         h = z
         for _ in range(2):
-            h = layers.Dense(width or 500, use_bias=False)(h)
+            h = layers.Dense(width or GENERATOR_WIDTH["mlp"], use_bias=False)(h)
             h = layers.BatchNormalization()(h)
             h = layers.Activation("softplus")(h)
         h = ops.WeightNormDense(height * wid * channels)(h)
         out = layers.Reshape(shape)(layers.Activation("tanh")(h))
     elif g_arch == "conv":
-        w = width or 64
+        w = width or GENERATOR_WIDTH["conv"]
         h0, w0 = math.ceil(height / 4), math.ceil(wid / 4)
         h = layers.Dense(h0 * w0 * 2 * w, use_bias=False)(z)
         h = layers.ReLU()(layers.BatchNormalization()(h))
