@@ -175,9 +175,8 @@ def find_run(checkpoint: str) -> tuple[Path, list[str]]:
 def load_classifier(run: Path, ckpt_path: str, weights: str = "ema"):
     """Rebuild D (and G) from the run's config.json and restore them; returns (cfg, D, G, step)."""
     cfg = json.loads((run / "config.json").read_text())
-    info = cfg["dataset_info"]
-    shape = (info["height"], info["width"], info["channels"])
-    D, G = config.discriminator_of(cfg, shape, info["num_class"]), config.generator_of(cfg, shape)
+    shape = image_shape(cfg)
+    D, G = config.discriminator_of(cfg, shape, cfg["dataset_info"]["num_class"]), config.generator_of(cfg, shape)
     return cfg, D, G, restore_into(D, G, run, ckpt_path, weights)
 
 
