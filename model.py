@@ -2,12 +2,12 @@
 
 Architectures are chosen by name (`--arch`):
 - `mlp`:  the Salimans et al. (2016) MNIST pair. D: Gaussian input noise + weight-normalised dense
-          1000-500-250-250-250 (ReLU), features = last hidden layer. G: z -> 500 -> 500
+          1000-500-250-250-250 (ReLU), features = last hidden layer (before its noise: FEATURES). G: z -> 500 -> 500
           (softplus + batch norm) -> H*W*C (tanh, weight norm). Cheap on a CPU.
 - `lenet` (the default): a LeNet-sized conv D in the mlp's style: two stride-2 5x5 weight-normalised
           convolutions (leaky ReLU), then dense 16w-8w (ReLU), Gaussian noise on the input and after every
-          layer, features = last hidden layer; the conv G. About 3x the mlp D's FLOPs and 1/5 of conv's; on
-          Fashion-MNIST more accurate per CPU-second than either (README).
+          layer, features = last hidden layer (as the mlp's); the conv G. About 3x the mlp D's FLOPs and 1/5
+          of conv's; on Fashion-MNIST more accurate per CPU-second than either (README).
 - `conv`: a small conv D in the style of Salimans' CIFAR net (dropout after each downsampling, but none on
           the input pixels by default: see build_discriminator; leaky ReLU, weight norm,
           stride-2 downsampling, network-in-network 1x1 layers, global average pooling
@@ -45,41 +45,50 @@ def generator_width(arch: str, g_arch: str) -> int:
     return 32 if (arch, g_arch) == ("lenet", "conv") else GENERATOR_WIDTH[g_arch]
 
 
+# D's features, which feature matching compares: its last hidden layer before the Gaussian noise that follows
+# it in training ("clean", as in Salimans et al.'s code; the class logits still see the noisy layer), or after it
+# ("noisy", this toolkit until stop 19: the noise, redrawn for every pass, adds to G's loss). The conv arch has
+# no noise there, so both are the same for it.
+FEATURES = ("clean", "noisy")
+
 # The std of the Gaussian noise D adds to its input images in training, per arch (images in [-1, 1]).
 INPUT_NOISE = {"mlp": 0.3, "lenet": 0.3, "conv": 0.0}
 
 
 def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, head: str = "implicit",
-                        width: int = 0, input_noise: float | None = None, input_dropout: float = 0.0) -> keras.Model:
+                        width: int = 0, input_noise: float | None = None, input_dropout: float = 0.0,
+                        features: str = "clean") -> keras.Model:
     """The classifier/discriminator for images of `shape`; width 0 and input_noise None mean the arch's defaults.
 
     `input_dropout` drops input pixels in training. Salimans et al.'s CIFAR-10 net drops 20%, but on images
     with a constant background (MNIST, Fashion-MNIST) the net learns to rely on that noise: the conv D
     trained on all Fashion-MNIST labels scored 89% with dropout on and 59% in inference mode; without
-    input dropout it reaches 91% (README). So it is off unless asked for.
+    input dropout it reaches 91% (README). So it is off unless asked for. `features`: one of FEATURES.
     """
     x = keras.Input(shape=shape, name="image")
     noise = INPUT_NOISE.get(arch, 0.0) if input_noise is None else input_noise
     h = layers.GaussianNoise(noise)(x) if noise else x
     h = layers.Dropout(input_dropout)(h) if input_dropout else h
     if arch == "mlp":
-        features = _mlp_trunk(h, width or 1000)
+        clean, top = _mlp_trunk(h, width or 1000)
     elif arch == "lenet":
-        features = _lenet_trunk(h, width or 32)
+        clean, top = _lenet_trunk(h, width or 32)
     elif arch == "conv":
-        features = _conv_trunk(h, width or 32)
+        clean = top = _conv_trunk(h, width or 32)
     else:
         raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
+    if features not in FEATURES:
+        raise ValueError(f"unknown features {features!r}; choose from {FEATURES}")
     if head == "implicit":
-        class_logits = ops.WeightNormDense(num_class, name="class_logits")(features)
+        class_logits = ops.WeightNormDense(num_class, name="class_logits")(top)
         fake_logit = ops.ZeroLogit(name="fake_logit")(class_logits)
     elif head == "nplus1":
-        logits = ops.WeightNormDense(num_class + 1, name="logits")(features)
+        logits = ops.WeightNormDense(num_class + 1, name="logits")(top)
         class_logits = layers.Lambda(lambda t: t[:, :num_class], name="class_logits")(logits)
         fake_logit = layers.Lambda(lambda t: t[:, num_class], name="fake_logit")(logits)
     else:
         raise ValueError(f"unknown head {head!r}; choose from {HEADS}")
-    return keras.Model(x, [class_logits, fake_logit, features], name="discriminator")
+    return keras.Model(x, [class_logits, fake_logit, clean if features == "clean" else top], name="discriminator")
 
 
 def _mlp_trunk(x, width: int):
@@ -94,12 +103,15 @@ def _lenet_trunk(h, width: int):
 
 
 def _noisy_dense(h, widths: tuple[int, ...]):
-    """Flatten, then weight-normalised dense + ReLU + Gaussian noise (std 0.5) per width (Salimans' MNIST D)."""
+    """Flatten, then weight-normalised dense + ReLU + Gaussian noise (std 0.5) per width (Salimans' MNIST D).
+
+    Returns the last layer's output before its noise and after it.
+    """
     h = layers.Flatten()(h)
     for units in widths:
-        h = layers.ReLU()(ops.WeightNormDense(units)(h))
-        h = layers.GaussianNoise(0.5)(h)
-    return h
+        clean = layers.ReLU()(ops.WeightNormDense(units)(h))
+        h = layers.GaussianNoise(0.5)(clean)
+    return clean, h
 
 
 def _conv_trunk(h, width: int):

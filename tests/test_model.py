@@ -53,3 +53,20 @@ def test_input_dropout_is_noise_in_training_only(arch):
             layer.rate = 0.0  # the conv trunk's own dropout: off, to see the input dropout alone
     np.testing.assert_array_equal(D(x, training=False)[0], D(x, training=False)[0])
     assert not np.allclose(D(x, training=True)[0], D(x, training=False)[0])
+
+
+@pytest.mark.parametrize("arch", ["mlp", "lenet"])
+def test_clean_features_are_the_last_hidden_layer_before_its_noise(arch):
+    """--fm_features picks an output, not other layers: one checkpoint serves both, and in inference they
+    agree; in training the clean features are ReLU outputs (>= 0) and the noisy ones carry the noise."""
+    keras.utils.set_random_seed(0)
+    x = np.random.uniform(-1, 1, (16, 12, 12, 1)).astype("float32")
+    clean = model.build_discriminator(arch, x.shape[1:], 3, width=8, features="clean")
+    noisy = model.build_discriminator(arch, x.shape[1:], 3, width=8, features="noisy")
+    noisy.set_weights(clean.get_weights())
+    for a, b in zip(clean(x, training=False), noisy(x, training=False)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert np.all(clean(x, training=True)[2].numpy() >= 0)
+    assert np.any(noisy(x, training=True)[2].numpy() < 0)
+    with pytest.raises(ValueError, match="unknown features"):
+        model.build_discriminator(arch, x.shape[1:], 3, width=8, features="middle")
