@@ -149,7 +149,7 @@ def _parse_num_labeled(text: str) -> int | None:
 
 def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
     """The run dir (a new one, or the one to resume) and the config record; writes nothing."""
-    record = {k: v for k, v in vars(args).items() if k not in RUN_ONLY_KEYS}
+    record = flags_record(args)
     record["dataset_info"] = {"height": info.height, "width": info.width, "channels": info.channels,
                               "num_class": info.num_class, "class_names": info.class_names}
     run = Path(args.train_dir) if args.train_dir else _default_run_dir(args, record)
@@ -190,14 +190,19 @@ RUN_ONLY_KEYS = {"train_dir", "runs_dir", "new_run", "dataset_dir", "data_dir"}
 LEGACY_VALUES = {"mixed_precision": {True: "float16", False: None}, "augment": {True: "all", False: "none"}}
 
 
-def config_diff(old: dict, record: dict) -> list[str]:
-    """Flags that differ between a run's config.json and this command (resumable ones aside).
+def flags_record(args: argparse.Namespace) -> dict:
+    """The flags config.json records: all but the run-only ones."""
+    return {k: v for k, v in vars(args).items() if k not in RUN_ONLY_KEYS}
+
+
+def config_diff(old: dict, record: dict, ignore=RESUMABLE_KEYS) -> list[str]:
+    """Flags that differ between a run's config.json and this command (those in `ignore` aside).
 
     A flag missing from an older config.json counts as having had its default then (LEGACY_DEFAULTS) or
     now, so runs made before the flag existed still resume.
     """
     keys = sorted(set(old) | set(record))
-    return [k for k in keys if k not in RESUMABLE_KEYS and recorded_value(old, k) != record.get(k)]
+    return [k for k in keys if k not in ignore and recorded_value(old, k) != record.get(k)]
 
 
 def recorded_value(old: dict, k: str):

@@ -275,23 +275,23 @@ def recorded(path: Path, resume: bool) -> dict[str, dict]:
 
 
 def reusable(old: dict[str, dict], cmds: dict) -> dict:
-    """The planned runs (key -> command) whose recorded run trained the networks the command builds today.
+    """The planned runs (key -> command) whose recorded run was trained as the command trains today.
 
-    The same command can build other networks after a default changes (lenet's generator in stop 18), so a
-    recorded run counts only if its config.json's model flags equal today's; runs recorded without it do not.
+    The same command can train otherwise after a default changes (lenet's generator in stop 18, feature
+    matching's features in stop 19), so a recorded run counts only if every flag in its config.json equals
+    what the command gives today, as the trainer checks before resuming a run; runs recorded without it do not.
     """
     found = {k: c for k, c in cmds.items() if c in old}
     if not found:
         return {}
     sys.path.insert(0, str(ROOT))
-    import config  # TensorFlow: loaded only when there is something to compare
-    import trainer
+    import trainer  # TensorFlow: loaded only when there is something to compare
 
-    def networks(flags: dict) -> dict:
-        return {k: config.recorded(flags, k) for k in config.MODEL_KEYS}
+    def same(recorded: dict, cmd: str) -> bool:
+        today = trainer.flags_record(trainer.parse_args(shlex.split(cmd)[2:]))
+        return not trainer.config_diff(recorded, today, ignore={"dataset_info"})
 
-    return {k: old[c] for k, c in found.items() if "trainer_config" in old[c]
-            and networks(old[c]["trainer_config"]) == networks(vars(trainer.parse_args(shlex.split(c)[2:])))}
+    return {k: old[c] for k, c in found.items() if "trainer_config" in old[c] and same(old[c]["trainer_config"], c)}
 
 
 # ---------------------------------------------------------------- main

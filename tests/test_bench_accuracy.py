@@ -62,16 +62,23 @@ def test_methods_flag_plans_only_those_runs():
     assert len(accuracy.plan(accuracy.parse_args(["--labels", "100", "--seeds", "2"]))) == 4
 
 
-def test_resume_reuses_only_runs_of_the_networks_the_command_builds_today():
+def test_resume_reuses_only_runs_trained_as_the_command_trains_today():
     sys.path.insert(0, str(ROOT / "bench"))
     import accuracy
+
+    import trainer
     args = accuracy.parse_args(["--labels", "100", "--seeds", "1", "--methods", "ssgan"])
     key = (100, "ssgan", 0)
     cmd = shlex.join(accuracy.trainer_cmd(args, [], *key, Path("runs") / "r"))
-    today = {"arch": "lenet", "g_arch": "conv", "head": "implicit", "d_width": 0, "g_width": 0, "z_dim": 100}
-    before_g_arch = {k: v for k, v in today.items() if k != "g_arch"}  # lenet with the mlp G, before stop 18
+    # what the run's config.json holds: the command's flags and the dataset's description
+    today = {**trainer.flags_record(trainer.parse_args(shlex.split(cmd)[2:])), "dataset_info": {"height": 28}}
+    assert today["g_arch"] == "conv" and today["fm_features"] == "clean"
     assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": today}}, {key: cmd}) == {
         key: {"command": cmd, "trainer_config": today}}
-    assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": before_g_arch}}, {key: cmd}) == {}
+    before_g_arch = {k: v for k, v in today.items() if k != "g_arch"}  # lenet with the mlp G, before stop 18
+    before_fm = {k: v for k, v in today.items() if k != "fm_features"}  # noisy features, before stop 19
+    other_lr = {**today, "lr": 0.001}  # a default that changed after the run (not a model flag)
+    for recorded in (before_g_arch, before_fm, other_lr):
+        assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": recorded}}, {key: cmd}) == {}
     assert accuracy.reusable({cmd: {"command": cmd}}, {key: cmd}) == {}  # recorded before trainer_config
     assert accuracy.reusable({"other": {"command": "other"}}, {key: cmd}) == {}
