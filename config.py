@@ -14,11 +14,10 @@ from errors import UserError
 MODEL_KEYS = ("arch", "g_arch", "head", "d_width", "g_width", "z_dim")
 
 # What a flag missing from an older config.json meant, where that differs from today's default:
-# the conv D dropped 20% of its input pixels before --d_input_dropout existed, lenet had the mlp G
-# before --g_arch existed, and feature matching compared D's noisy features before --fm_features existed.
+# the conv D dropped 20% of its input pixels before --d_input_dropout existed, and lenet had the mlp G
+# before --g_arch existed.
 LEGACY_DEFAULTS = {"d_input_dropout": lambda cfg: 0.2 if cfg.get("arch") == "conv" else 0.0,
-                   "g_arch": lambda cfg: "conv" if cfg.get("arch") == "conv" else "mlp",
-                   "fm_features": lambda cfg: "noisy"}
+                   "g_arch": lambda cfg: "conv" if cfg.get("arch") == "conv" else "mlp"}
 
 
 def recorded(cfg: dict, key: str):
@@ -35,7 +34,7 @@ def discriminator_of(cfg: dict, shape: tuple[int, int, int], num_class: int):
     return model.build_discriminator(cfg["arch"], shape, num_class, cfg["head"], width=cfg["d_width"],
                                      input_noise=cfg.get("d_input_noise"),
                                      input_dropout=recorded(cfg, "d_input_dropout"),
-                                     features=recorded(cfg, "fm_features"))
+                                     features=cfg.get("fm_features", "noisy"))
 
 
 def generator_of(cfg: dict, shape: tuple[int, int, int]):

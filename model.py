@@ -2,7 +2,7 @@
 
 Architectures are chosen by name (`--arch`):
 - `mlp`:  the Salimans et al. (2016) MNIST pair. D: Gaussian input noise + weight-normalised dense
-          1000-500-250-250-250 (ReLU), features = last hidden layer (before its noise: FEATURES). G: z -> 500 -> 500
+          1000-500-250-250-250 (ReLU), features = last hidden layer (FEATURES). G: z -> 500 -> 500
           (softplus + batch norm) -> H*W*C (tanh, weight norm). Cheap on a CPU.
 - `lenet` (the default): a LeNet-sized conv D in the mlp's style: two stride-2 5x5 weight-normalised
           convolutions (leaky ReLU), then dense 16w-8w (ReLU), Gaussian noise on the input and after every
@@ -45,11 +45,11 @@ def generator_width(arch: str, g_arch: str) -> int:
     return 32 if (arch, g_arch) == ("lenet", "conv") else GENERATOR_WIDTH[g_arch]
 
 
-# D's features, which feature matching compares: its last hidden layer before the Gaussian noise that follows
-# it in training ("clean", as in Salimans et al.'s code; the class logits still see the noisy layer), or after it
-# ("noisy", this toolkit until stop 19: the noise, redrawn for every pass, adds to G's loss). The conv arch has
+# D's features, which feature matching compares: its last hidden layer after the Gaussian noise that follows it
+# in training ("noisy", the default), or before it ("clean", as in Salimans et al.'s code; the class logits still
+# see the noisy layer). Clean features train faster but end level or behind (README, stop 19). The conv arch has
 # no noise there, so both are the same for it.
-FEATURES = ("clean", "noisy")
+FEATURES = ("noisy", "clean")
 
 # The std of the Gaussian noise D adds to its input images in training, per arch (images in [-1, 1]).
 INPUT_NOISE = {"mlp": 0.3, "lenet": 0.3, "conv": 0.0}
@@ -57,7 +57,7 @@ INPUT_NOISE = {"mlp": 0.3, "lenet": 0.3, "conv": 0.0}
 
 def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, head: str = "implicit",
                         width: int = 0, input_noise: float | None = None, input_dropout: float = 0.0,
-                        features: str = "clean") -> keras.Model:
+                        features: str = "noisy") -> keras.Model:
     """The classifier/discriminator for images of `shape`; width 0 and input_noise None mean the arch's defaults.
 
     `input_dropout` drops input pixels in training. Salimans et al.'s CIFAR-10 net drops 20%, but on images

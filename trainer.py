@@ -67,10 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr_decay_start", type=float, default=0.5,
                    help="fraction of max_steps after which the LR decays linearly to 0 (1: no decay)")
     g.add_argument("--g_loss", choices=("fm", "gan"), default="fm", help="feature matching or non-saturating GAN loss")
-    g.add_argument("--fm_features", choices=model.FEATURES, default="clean",
+    g.add_argument("--fm_features", choices=model.FEATURES, default="noisy",
                    help="D's features that feature matching and the pull-away term compare: its last hidden layer "
-                        "before the Gaussian noise D adds after it in training (Salimans et al.), or after it (the "
-                        "default until stop 19); the conv arch has no noise there")
+                        "after the Gaussian noise D adds to it in training, or before it (Salimans et al.; faster "
+                        "early, level or behind at the end); the conv arch has no noise there")
     g.add_argument("--g_steps", type=positive_or_zero, default=1, help="generator updates per discriminator update")
     g.add_argument("--label_smoothing", type=float, default=0.0, help="one-sided: real target 1 - s")
     g.add_argument("--unsup_weight", type=float, default=1.0, help="weight of D's real/fake loss")

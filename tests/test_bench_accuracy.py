@@ -72,13 +72,16 @@ def test_resume_reuses_only_runs_trained_as_the_command_trains_today():
     cmd = shlex.join(accuracy.trainer_cmd(args, [], *key, Path("runs") / "r"))
     # what the run's config.json holds: the command's flags and the dataset's description
     today = {**trainer.flags_record(trainer.parse_args(shlex.split(cmd)[2:])), "dataset_info": {"height": 28}}
-    assert today["g_arch"] == "conv" and today["fm_features"] == "clean"
+    assert today["g_arch"] == "conv" and today["fm_features"] == "noisy"
     assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": today}}, {key: cmd}) == {
         key: {"command": cmd, "trainer_config": today}}
     before_g_arch = {k: v for k, v in today.items() if k != "g_arch"}  # lenet with the mlp G, before stop 18
-    before_fm = {k: v for k, v in today.items() if k != "fm_features"}  # noisy features, before stop 19
-    other_lr = {**today, "lr": 0.001}  # a default that changed after the run (not a model flag)
-    for recorded in (before_g_arch, before_fm, other_lr):
+    other_fm = {**today, "fm_features": "clean"}  # a training default other than today's (not a model flag)
+    other_lr = {**today, "lr": 0.001}
+    for recorded in (before_g_arch, other_fm, other_lr):
         assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": recorded}}, {key: cmd}) == {}
+    before_fm = {k: v for k, v in today.items() if k != "fm_features"}  # made before --fm_features: noisy
+    assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": before_fm}}, {key: cmd}) == {
+        key: {"command": cmd, "trainer_config": before_fm}}
     assert accuracy.reusable({cmd: {"command": cmd}}, {key: cmd}) == {}  # recorded before trainer_config
     assert accuracy.reusable({"other": {"command": "other"}}, {key: cmd}) == {}

@@ -248,31 +248,27 @@ def test_evaler_rebuilds_the_input_noise_and_dropout_the_run_had(dsdir, tmp_path
 
 
 def test_a_lenet_run_from_before_g_arch_keeps_its_mlp_generator(dsdir, tmp_path, capsys):
-    """lenet's default G became the conv G in stop 18, and feature matching's default features the clean
-    ones in stop 19: older lenet runs (no g_arch and no fm_features in config.json: the mlp G, noisy
-    features) still evaluate, and resume only with --g_arch mlp --fm_features noisy."""
+    """lenet's default G became the conv G in stop 18: older lenet runs (no g_arch in config.json, the
+    mlp G) still evaluate, and resume only with --g_arch mlp."""
     common = ["--dataset", "tiny", "--dataset_dir", str(dsdir)]
     lenet = ["--arch", "lenet", "--d_width", "4", "--g_width", "4"]
     new = tmp_path / "new"
     train(dsdir, new, *lenet, "--max_steps", "5")
     assert json.loads((new / "config.json").read_text())["g_arch"] == "conv"
-    assert json.loads((new / "config.json").read_text())["fm_features"] == "clean"
+    assert json.loads((new / "config.json").read_text())["fm_features"] == "noisy"
     old = tmp_path / "old"
-    train(dsdir, old, *lenet, "--g_arch", "mlp", "--fm_features", "noisy", "--max_steps", "5")
+    train(dsdir, old, *lenet, "--g_arch", "mlp", "--max_steps", "5")
     cfg = json.loads((old / "config.json").read_text())
-    del cfg["g_arch"], cfg["fm_features"]  # as written by a version without the flags
+    del cfg["g_arch"]  # as written by a version without the flag
     (old / "config.json").write_text(json.dumps(cfg))
     assert evaler.main(["--checkpoint", str(old), *common, "--samples", "4"])[0]["step"] == 5
     with pytest.raises(SystemExit):
         evaler.main(["--checkpoint", str(old), *common, "--g_arch", "conv"])
     assert "--g_arch conv does not match the run" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        train(dsdir, old, *lenet, "--g_arch", "mlp", "--max_steps", "10")
-    assert "was trained with --fm_features 'noisy', not 'clean'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        train(dsdir, old, *lenet, "--fm_features", "noisy", "--max_steps", "10")
+        train(dsdir, old, *lenet, "--max_steps", "10")
     assert "was trained with --g_arch 'mlp', not 'conv'" in capsys.readouterr().err
-    assert train(dsdir, old, *lenet, "--g_arch", "mlp", "--fm_features", "noisy", "--max_steps", "10")["step"] == 10
+    assert train(dsdir, old, *lenet, "--g_arch", "mlp", "--max_steps", "10")["step"] == 10
 
 
 def test_a_test_split_streamed_from_its_file_trains_and_evaluates(dsdir, tmp_path):
