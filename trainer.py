@@ -614,7 +614,7 @@ def restore(gan: GAN, manager: tf.train.CheckpointManager, run: Path) -> None:
     core, full = gan.checkpoint(core_only=True), gan.checkpoint()
     for path in reversed(manager.checkpoints):
         try:
-            core.restore(path).assert_existing_objects_matched()
+            core.restore(path).expect_partial().assert_existing_objects_matched()  # full restores the rest
             full.restore(path).expect_partial()  # the optional state, where the checkpoint has it
         except (tf.errors.OpError, IndexError) as e:  # files cut short or missing
             print(f"warning: checkpoint {path} is unreadable ({type(e).__name__}); trying the one before it",
