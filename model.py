@@ -67,7 +67,7 @@ def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, 
     """
     x = keras.Input(shape=shape, name="image")
     noise = INPUT_NOISE.get(arch, 0.0) if input_noise is None else input_noise
-    h = layers.GaussianNoise(noise)(x) if noise else x
+    h = ops.GaussianNoise(noise)(x) if noise else x
     h = layers.Dropout(input_dropout)(h) if input_dropout else h
     if arch == "mlp":
         clean, top = _mlp_trunk(h, width or 1000)
@@ -98,7 +98,7 @@ def _mlp_trunk(x, width: int):
 def _lenet_trunk(h, width: int):
     for filters in (width, 2 * width):
         h = _lrelu(ops.WeightNormConv2D(filters, 5, strides=2)(h))
-        h = layers.GaussianNoise(0.5)(h)
+        h = ops.GaussianNoise(0.5)(h)
     return _noisy_dense(h, (16 * width, 8 * width))
 
 
@@ -110,7 +110,7 @@ def _noisy_dense(h, widths: tuple[int, ...]):
     h = layers.Flatten()(h)
     for units in widths:
         clean = layers.ReLU()(ops.WeightNormDense(units)(h))
-        h = layers.GaussianNoise(0.5)(clean)
+        h = ops.GaussianNoise(0.5)(clean)
     return clean, h
 
 

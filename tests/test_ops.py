@@ -118,3 +118,23 @@ def test_data_dependent_init_standardises_pre_activations(layer):
     np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-4)
     np.testing.assert_allclose(y.std(0), layer.init_scale, rtol=1e-3)
     assert not layer.init_pass and np.abs(before.reshape(-1, 6).mean(0)).max() > 0.1  # it changed something
+
+
+def test_standard_normal_has_the_moments_and_tails_of_n01_for_odd_sizes():
+    import keras
+    z = ops.standard_normal(tf.constant([200_001]), keras.random.SeedGenerator(4)).numpy()
+    assert z.shape == (200_001,) and np.isfinite(z).all()
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1.0) < 0.01
+    assert abs(np.mean(z ** 4) - 3.0) < 0.1  # Gaussian kurtosis; a uniform's would be 1.8
+    assert abs(np.mean(np.abs(z) > 1.96) - 0.05) < 0.003
+    w = ops.standard_normal(tf.constant([100_000]), keras.random.SeedGenerator(4)).numpy()
+    assert abs(np.corrcoef(w[:50_000], w[50_000:])[0, 1]) < 0.02  # the cos and sin halves are independent
+
+
+def test_gaussian_noise_adds_stddev_noise_in_training_only_and_fresh_each_call():
+    layer = ops.GaussianNoise(0.5, seed=1)
+    x = tf.fill([64, 7, 7, 3], 2.0)
+    a, b = layer(x, training=True).numpy(), layer(x, training=True).numpy()
+    assert abs((a - 2.0).std() - 0.5) < 0.02 and abs((a - 2.0).mean()) < 0.02
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), x.numpy())
