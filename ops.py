@@ -98,6 +98,19 @@ def accuracy(class_logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.cast(tf.equal(pred, labels), tf.float32))
 
 
+def translate(images: tf.Tensor, shifts: tf.Tensor, fill: float = -1.0) -> tf.Tensor:
+    """Move each image of [B,H,W,C] by shifts [B,2] (rows down, columns right) pixels; `fill` enters at the edges.
+
+    Differentiable in the images (products with one-hot shift matrices), so a generator's gradient passes
+    through it: DiffAugment's translation (Zhao et al. 2020). -1 is the background of images in [-1, 1].
+    """
+    h, w = tf.shape(images)[1], tf.shape(images)[2]
+    rows = tf.one_hot(tf.range(h)[None, :] - shifts[:, :1], h, dtype=images.dtype)  # [B,H,H]; out of range: 0
+    cols = tf.one_hot(tf.range(w)[None, :] - shifts[:, 1:], w, dtype=images.dtype)
+    moved = tf.einsum("bij,bjwc->biwc", rows, images - fill)
+    return tf.einsum("bkw,biwc->bikc", cols, moved) + fill
+
+
 # ---------------------------------------------------------------- layers
 
 

@@ -94,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic ops (tf.config.experimental.enable_op_determinism): a resumed run ends "
                         "bit-identical to an uninterrupted one")
-    g.add_argument("--augment", nargs="?", const="all", default="none", choices=("none", "labeled", "all"),
+    g.add_argument("--augment", nargs="?", const="all", default="none", choices=("none", "labeled", "all", "diff"),
                    help="random 2-pixel translations of the labelled real images, or of all real images (the flag "
-                        "alone: all)")
+                        "alone: all), in the input pipeline; diff: of every image D trains on, the generated ones "
+                        "too, inside the train step, so G's gradient passes through them (DiffAugment)")
     g.add_argument("--mixed_precision", nargs="?", const="float16", default=None, choices=("float16", "bfloat16"),
                    help="compute in float16 (GPUs; dynamic loss scaling) or bfloat16 (CPUs with AVX512-BF16/AMX) "
                         "with float32 weights and losses; the flag alone means float16")
@@ -323,6 +324,8 @@ def keras_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+# --augment diff: the largest shift, in pixels, of each image D trains on (the pipeline's shifts are 2 as well).
+DIFF_SHIFT = 2
 METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_vat", "loss_g", "acc_lab", "p_real", "p_fake")
 
 
@@ -345,6 +348,12 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
     def class_logits(x):
         return float32(D(x, training=False))[0]
 
+    def seen(x):
+        """The images D trains on, as --augment diff shifts them."""
+        if args.augment != "diff":
+            return x
+        return ops.translate(x, gan.rng.uniform([tf.shape(x)[0], 2], -DIFF_SHIFT, DIFF_SHIFT + 1, tf.int32))
+
     def d_step(x_lab, y_lab, x_unl):
         n_l, n_u = tf.shape(x_lab)[0], tf.shape(x_unl)[0]
         z = gan.rng.normal([n_u, args.z_dim])
@@ -358,7 +367,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
             if vat:
                 loss_vat = ops.kl_divergence(clean, class_logits(x_unl + r_adv))
             if args.supervised_only:
-                logits, _, _ = float32(D(x_lab, training=True))
+                logits, _, _ = float32(D(seen(x_lab), training=True))
                 loss_sup = ops.supervised_loss(logits, y_lab)
                 loss_unsup = loss_ent = tf.constant(0.0)
                 p_real = p_fake = tf.zeros([n_u])
@@ -366,7 +375,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
                 # One pass over labelled, unlabelled and generated images: D has no batch statistics,
                 # so this equals three passes and runs faster.
                 x_fake = tf.cast(G(z, training=True), x_unl.dtype)
-                logits, fake, _ = float32(D(tf.concat([x_lab, x_unl, x_fake], 0), training=True))
+                logits, fake, _ = float32(D(seen(tf.concat([x_lab, x_unl, x_fake], 0)), training=True))
                 real = ops.real_logit(logits, fake)
                 loss_sup = ops.supervised_loss(logits[:n_l], y_lab)
                 loss_unsup = ops.unsupervised_loss(real[n_l:n_l + n_u], real[n_l + n_u:], args.label_smoothing)
@@ -384,10 +393,10 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
         z = gan.rng.normal([tf.shape(x_unl)[0], args.z_dim])
         # Feature matching's real side is a constant of G's loss: D sees the real images outside the
         # tape, so the backward pass runs through D for the generated images only.
-        feats_real = float32(D(x_unl, training=True))[2] if args.g_loss == "fm" else None
+        feats_real = float32(D(seen(x_unl), training=True))[2] if args.g_loss == "fm" else None
         with tf.GradientTape() as tape:
             x_fake = tf.cast(G(z, training=True), x_unl.dtype)
-            logits, fake, feats = float32(D(x_fake, training=True))
+            logits, fake, feats = float32(D(seen(x_fake), training=True))
             if args.g_loss == "fm":
                 loss_g = ops.feature_matching_loss(feats_real, feats)
             else:
@@ -594,7 +603,7 @@ class RunContext:
         """Fresh labelled and unlabelled iterators positioned at the current step."""
         a, step = self.args, int(self.gan.step.numpy())
         lab = input_ops.labeled_stream(self.train_split, self.lab_idx, a.batch_size, a.seed, step,
-                                       a.augment != "none")
+                                       a.augment in ("labeled", "all"))
         unl = input_ops.unlabeled_stream(self.train_split, a.batch_size, a.seed, step, a.augment == "all")
         dist = self.strategy.experimental_distribute_dataset
         return iter(dist(input_ops.shard_by_data(lab))), iter(dist(input_ops.shard_by_data(unl)))

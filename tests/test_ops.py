@@ -92,6 +92,23 @@ def test_accuracy():
     assert ops.accuracy(logits, tf.constant([0, 1, 1])).numpy() == pytest.approx(2 / 3)
 
 
+def test_translate_moves_each_image_fills_the_edge_and_passes_gradients():
+    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (3, 5, 4, 2)), tf.float32)
+    shifts = tf.constant([[1, -2], [0, 0], [-5, 1]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = ops.translate(x, shifts)
+        loss = tf.reduce_sum(y * tf.reshape(tf.range(1.0, 121.0), y.shape) / 10.0)
+    expected = np.full((3, 5, 4, 2), -1.0, np.float32)
+    expected[0, 1:, :2] = x[0, :-1, 2:]  # one row down, two columns left
+    expected[1] = x[1]
+    expected[2, :, 1:] = -1.0  # moved up by the whole height: nothing left
+    np.testing.assert_allclose(y.numpy(), expected, atol=1e-6)
+    grad = tape.gradient(loss, x).numpy()
+    assert grad[0, -1].tolist() == np.zeros((4, 2)).tolist()  # the bottom row left the picture
+    assert (grad[0, :-1, 2:] != 0).all() and (grad[2] == 0).all() and (grad[1] != 0).all()
+
+
 def test_weight_norm_dense_has_norm_g_columns():
     layer = ops.WeightNormDense(5, init_scale=2.0)
     layer.build((None, 7))

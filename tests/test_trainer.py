@@ -160,11 +160,11 @@ def test_supervised_only_trains_the_classifier_without_a_gan(dsdir, tmp_path):
     assert set(loss_g.values()) == {0.0}
 
 
-@pytest.mark.parametrize("head,g_loss", [("nplus1", "gan"), ("implicit", "fm")])
-def test_heads_and_generator_losses_train(dsdir, tmp_path, head, g_loss):
+@pytest.mark.parametrize("head,g_loss,augment", [("nplus1", "gan", "labeled"), ("implicit", "fm", "diff")])
+def test_heads_and_generator_losses_train(dsdir, tmp_path, head, g_loss, augment):
     result = train(dsdir, tmp_path / "r", "--max_steps", "20", "--head", head, "--g_loss", g_loss,
                    "--g_steps", "2", "--label_smoothing", "0.1", "--entropy_weight", "0.1", "--pt_weight", "0.1",
-                   "--vat_weight", "1", "--augment", "labeled")
+                   "--vat_weight", "1", "--augment", augment)
     assert np.isfinite(result["test_accuracy"]) and result["step"] == 20
     loss_vat = scalars(tmp_path / "r", "train/loss_vat")
     assert loss_vat and all(np.isfinite(v) and v > 0 for v in loss_vat.values())
