@@ -81,7 +81,11 @@ def scale(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32) * (2.0 / 255.0) - 1.0
 
 
-def augment(images: tf.Tensor, seed: tf.Tensor, max_shift: int = 2) -> tf.Tensor:
+# --augment's random translations, in pixels: in the pipeline (augment) and, for `diff`, in the train step.
+MAX_SHIFT = 2
+
+
+def augment(images: tf.Tensor, seed: tf.Tensor, max_shift: int = MAX_SHIFT) -> tf.Tensor:
     """Random translation by up to max_shift pixels (reflect padding), per image; `seed` [2] makes it repeatable."""
     shape = tf.shape(images)
     padded = tf.pad(images, [[0, 0], [max_shift, max_shift], [max_shift, max_shift], [0, 0]], mode="REFLECT")

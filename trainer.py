@@ -324,8 +324,6 @@ def keras_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-# --augment diff: the largest shift, in pixels, of each image D trains on (the pipeline's shifts are 2 as well).
-DIFF_SHIFT = 2
 METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_vat", "loss_g", "acc_lab", "p_real", "p_fake")
 
 
@@ -352,7 +350,8 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
         """The images D trains on, as --augment diff shifts them."""
         if args.augment != "diff":
             return x
-        return ops.translate(x, gan.rng.uniform([tf.shape(x)[0], 2], -DIFF_SHIFT, DIFF_SHIFT + 1, tf.int32))
+        shift = input_ops.MAX_SHIFT
+        return ops.translate(x, gan.rng.uniform([tf.shape(x)[0], 2], -shift, shift + 1, tf.int32))
 
     def d_step(x_lab, y_lab, x_unl):
         n_l, n_u = tf.shape(x_lab)[0], tf.shape(x_unl)[0]
