@@ -68,7 +68,7 @@ def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, 
     x = keras.Input(shape=shape, name="image")
     noise = INPUT_NOISE.get(arch, 0.0) if input_noise is None else input_noise
     h = ops.GaussianNoise(noise)(x) if noise else x
-    h = layers.Dropout(input_dropout)(h) if input_dropout else h
+    h = ops.Dropout(input_dropout)(h) if input_dropout else h
     if arch == "mlp":
         clean, top = _mlp_trunk(h, width or 1000)
     elif arch == "lenet":
@@ -119,7 +119,7 @@ def _conv_trunk(h, width: int):
         h = _lrelu(ops.WeightNormConv2D(filters, 3)(h))
         h = _lrelu(ops.WeightNormConv2D(filters, 3)(h))
         h = _lrelu(ops.WeightNormConv2D(filters, 3, strides=2)(h))
-        h = layers.Dropout(drop)(h)
+        h = ops.Dropout(drop)(h)
     h = _lrelu(ops.WeightNormConv2D(2 * width, 3, padding="valid" if min(h.shape[1:3]) > 3 else "same")(h))
     h = _lrelu(ops.WeightNormConv2D(2 * width, 1)(h))
     h = _lrelu(ops.WeightNormConv2D(2 * width, 1)(h))

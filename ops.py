@@ -232,6 +232,41 @@ class GaussianNoise(keras.layers.GaussianNoise):
         return inputs
 
 
+def keep_mask(shape: tf.Tensor, rate: float, seed) -> tf.Tensor:
+    """Inverted dropout's float32 mask: 0 with probability `rate`, else 1 / (1 - rate); `seed` as keras.random takes it.
+
+    Each element compares one random byte (two when `rate` is not a multiple of 1/256, so the rate is kept to
+    within 2^-17) with a threshold: four elements per 32-bit random number, where TensorFlow's stateless dropout
+    draws a float per element: on 1.88M elements (the conv D's first dropout on 300 images), forward and
+    backward took 7.0 ms over the multiply's own cost that way and 2.4 ms this way, on two threads.
+    """
+    if not 0 <= rate < 1:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    bits = 8 if float(rate * 256).is_integer() else 16
+    threshold = round(rate * 2 ** bits)
+    n = tf.reduce_prod(shape)
+    words = tf.reshape((n * bits + 31) // 32, [1])
+    tf_seed = keras.random.randint([2], -2 ** 31, 2 ** 31 - 1, dtype="int32", seed=seed)
+    draws = tf.random.stateless_uniform(words, tf_seed, minval=None, maxval=None, dtype=tf.int32)  # all 32 bits
+    units = tf.reshape(tf.bitcast(draws, tf.uint8 if bits == 8 else tf.uint16), [-1])[:n]
+    keep = tf.cast(units >= tf.constant(threshold, units.dtype), tf.float32)
+    return tf.reshape(keep * (2 ** bits / (2 ** bits - threshold)), shape)
+
+
+class Dropout(keras.layers.Dropout):
+    """keras.layers.Dropout (inverted, training only, same arguments, weights and seeds) with `keep_mask`'s masks."""
+
+    def __init__(self, rate: float, **kwargs):
+        if kwargs.get("noise_shape") is not None:
+            raise ValueError("ops.Dropout draws one mask value per element; it takes no noise_shape")
+        super().__init__(rate, **kwargs)
+
+    def call(self, inputs, training=False):
+        if training and self.rate > 0:
+            return inputs * tf.cast(keep_mask(tf.shape(inputs), self.rate, self.seed_generator), inputs.dtype)
+        return inputs
+
+
 class ZeroLogit(keras.layers.Layer):
     """The implicit head's fake logit: a constant 0 for every image."""
 

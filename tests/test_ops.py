@@ -149,6 +149,35 @@ def test_standard_normal_has_the_moments_and_tails_of_n01_for_odd_sizes():
         assert abs(np.corrcoef(f(w[:50_000]), f(w[50_000:]))[0, 1]) < 0.02
 
 
+@pytest.mark.parametrize("rate", [0.5, 0.2, 0.0])
+def test_keep_mask_drops_rate_of_the_elements_and_scales_the_rest_for_odd_sizes(rate):
+    import keras
+    shape = tf.constant([3, 101, 333])  # 100,899 elements: not a multiple of the 2 or 4 per random word
+    m = ops.keep_mask(shape, rate, keras.random.SeedGenerator(2)).numpy()
+    assert m.shape == (3, 101, 333)
+    kept = np.unique(m[m > 0])
+    assert len(kept) == 1 and abs(kept[0] * (1 - rate) - 1) < 1e-5  # 16-bit thresholds keep rate within 2^-17
+    assert abs(np.mean(m == 0) - rate) < 0.005 and abs(m.mean() - 1.0) < 0.01
+    flat = (m.reshape(-1) > 0).astype(np.float64)  # bytes of one random word must be independent
+    if rate:
+        assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.02
+        assert abs(np.corrcoef(flat[:-4], flat[4:])[0, 1]) < 0.02
+
+
+def test_dropout_is_keras_dropout_in_training_only_fresh_each_call_with_gradients_through_the_mask():
+    layer = ops.Dropout(0.5, seed=3)
+    x = tf.fill([64, 7, 7, 3], 2.0)
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), x.numpy())
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        a = layer(x, training=True)
+    assert set(np.unique(a.numpy())) == {0.0, 4.0}
+    np.testing.assert_array_equal(tape.gradient(a, x).numpy(), a.numpy() / 2.0)
+    assert not np.array_equal(a.numpy(), layer(x, training=True).numpy())
+    with pytest.raises(ValueError, match="noise_shape"):
+        ops.Dropout(0.5, noise_shape=(1, 1, 1, 3))
+
+
 def test_gaussian_noise_adds_stddev_noise_in_training_only_and_fresh_each_call():
     layer = ops.GaussianNoise(0.5, seed=1)
     x = tf.fill([64, 7, 7, 3], 2.0)
