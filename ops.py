@@ -23,9 +23,18 @@ def real_logit(class_logits: tf.Tensor, fake_logit: tf.Tensor) -> tf.Tensor:
     return tf.reduce_logsumexp(class_logits, axis=-1) - fake_logit
 
 
-def supervised_loss(class_logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """Cross-entropy of the n real classes on labelled images (mean over the batch)."""
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=class_logits))
+def supervised_loss(class_logits: tf.Tensor, labels: tf.Tensor, smoothing: float = 0.0) -> tf.Tensor:
+    """Cross-entropy of the n real classes on labelled images (mean over the batch).
+
+    `smoothing` s aims at 1 - s + s/n on the true class and s/n on each other one (Szegedy et al. 2016's
+    label smoothing): D memorises a few labelled images within a thousand steps, and the unsmoothed loss
+    then gives them almost no gradient; smoothed, it keeps bounding their logits.
+    """
+    if not smoothing:
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=class_logits))
+    n = class_logits.shape[-1]
+    target = tf.one_hot(labels, n) * (1.0 - smoothing) + smoothing / n
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=target, logits=class_logits))
 
 
 def unsupervised_loss(real_logits_real: tf.Tensor, real_logits_fake: tf.Tensor,

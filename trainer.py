@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "early, level or behind at the end); the conv arch has no noise there")
     g.add_argument("--g_steps", type=positive_or_zero, default=1, help="generator updates per discriminator update")
     g.add_argument("--label_smoothing", type=float, default=0.0, help="one-sided: real target 1 - s")
+    g.add_argument("--sup_smoothing", type=config.rate, default=0.1,
+                   help="label smoothing of the labelled images' class targets: 1 - s + s/n on the true class")
     g.add_argument("--unsup_weight", type=float, default=1.0, help="weight of D's real/fake loss")
     g.add_argument("--entropy_weight", type=float, default=0.0, help="entropy minimisation on unlabelled (Dai et al.)")
     g.add_argument("--pt_weight", type=float, default=0.0, help="pull-away term on generated features (Dai et al.)")
@@ -367,7 +369,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
                 loss_vat = ops.kl_divergence(clean, class_logits(x_unl + r_adv))
             if args.supervised_only:
                 logits, _, _ = float32(D(seen(x_lab), training=True))
-                loss_sup = ops.supervised_loss(logits, y_lab)
+                loss_sup = ops.supervised_loss(logits, y_lab, args.sup_smoothing)
                 loss_unsup = loss_ent = tf.constant(0.0)
                 p_real = p_fake = tf.zeros([n_u])
             else:
@@ -376,7 +378,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
                 x_fake = tf.cast(G(z, training=True), x_unl.dtype)
                 logits, fake, _ = float32(D(seen(tf.concat([x_lab, x_unl, x_fake], 0)), training=True))
                 real = ops.real_logit(logits, fake)
-                loss_sup = ops.supervised_loss(logits[:n_l], y_lab)
+                loss_sup = ops.supervised_loss(logits[:n_l], y_lab, args.sup_smoothing)
                 loss_unsup = ops.unsupervised_loss(real[n_l:n_l + n_u], real[n_l + n_u:], args.label_smoothing)
                 loss_ent = ops.entropy_loss(logits[n_l:n_l + n_u])
                 p_real, p_fake = tf.sigmoid(real[n_l:n_l + n_u]), tf.sigmoid(real[n_l + n_u:])

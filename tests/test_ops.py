@@ -38,6 +38,14 @@ def test_label_smoothing_targets_one_minus_s_on_real_only():
     assert loss.numpy() == pytest.approx(expected, rel=1e-6)
 
 
+def test_supervised_smoothing_aims_at_one_minus_s_plus_s_over_n_on_the_true_class():
+    logits, labels, s = tf.constant([[2.0, 0.0, -1.0]]), tf.constant([0]), 0.3
+    logp = np.log(np.exp([2.0, 0.0, -1.0]) / np.exp([2.0, 0.0, -1.0]).sum())
+    target = np.array([1 - s + s / 3, s / 3, s / 3])
+    assert ops.supervised_loss(logits, labels, s).numpy() == pytest.approx(-(target * logp).sum(), rel=1e-6)
+    assert ops.supervised_loss(logits, labels).numpy() == pytest.approx(-logp[0], rel=1e-6)
+
+
 def test_losses_are_stable_for_huge_logits():
     big = tf.constant([1e4, -1e4])
     assert np.isfinite(ops.unsupervised_loss(big, big).numpy())

@@ -226,11 +226,14 @@ def test_sigterm_saves_a_checkpoint_and_rerun_resumes(dsdir, tmp_path):
 
 def test_a_run_from_before_a_flag_existed_still_resumes(dsdir, tmp_path, capsys):
     run = tmp_path / "old"
-    train(dsdir, run, "--max_steps", "10")
+    train(dsdir, run, "--max_steps", "10", "--sup_smoothing", "0")
     cfg = json.loads((run / "config.json").read_text())
-    del cfg["deterministic"], cfg["nan_policy"]  # as written by a version without these flags
+    del cfg["deterministic"], cfg["nan_policy"], cfg["sup_smoothing"]  # as written before these flags
     (run / "config.json").write_text(json.dumps(cfg))
-    assert train(dsdir, run, "--max_steps", "15")["step"] == 15
+    with pytest.raises(SystemExit):  # its labelled targets were one-hot: today's default would change its loss
+        train(dsdir, run, "--max_steps", "15")
+    assert "was trained with --sup_smoothing 0.0, not 0.1" in capsys.readouterr().err
+    assert train(dsdir, run, "--max_steps", "15", "--sup_smoothing", "0")["step"] == 15
     assert "Resumed from" in capsys.readouterr().out
 
 
