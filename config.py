@@ -14,11 +14,10 @@ from errors import UserError
 MODEL_KEYS = ("arch", "g_arch", "head", "d_width", "g_width", "z_dim")
 
 # What a flag missing from an older config.json meant, where that differs from today's default:
-# the conv D dropped 20% of its input pixels before --d_input_dropout existed, lenet had the mlp G
-# before --g_arch existed, and the labelled images' targets were one-hot before --sup_smoothing.
+# the conv D dropped 20% of its input pixels before --d_input_dropout existed, and lenet had the mlp G
+# before --g_arch existed.
 LEGACY_DEFAULTS = {"d_input_dropout": lambda cfg: 0.2 if cfg.get("arch") == "conv" else 0.0,
-                   "g_arch": lambda cfg: "conv" if cfg.get("arch") == "conv" else "mlp",
-                   "sup_smoothing": lambda cfg: 0.0}
+                   "g_arch": lambda cfg: "conv" if cfg.get("arch") == "conv" else "mlp"}
 
 
 def recorded(cfg: dict, key: str):

@@ -252,9 +252,10 @@ def keep_mask(shape: tf.Tensor, rate: float, seed) -> tf.Tensor:
     if not 0 <= rate < 1:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
     bits = 8 if float(rate * 256).is_integer() else 16
-    threshold = round(rate * 2 ** bits)
+    threshold = min(round(rate * 2 ** bits), 2 ** bits - 1)  # a rate within 2^-17 of 1 keeps 1 in 65,536
+    per_word = 32 // bits
     n = tf.reduce_prod(shape)
-    words = tf.reshape((n * bits + 31) // 32, [1])
+    words = tf.reshape((n + per_word - 1) // per_word, [1])  # n * bits would overflow int32 from 2^27 elements
     tf_seed = keras.random.randint([2], -2 ** 31, 2 ** 31 - 1, dtype="int32", seed=seed)
     draws = tf.random.stateless_uniform(words, tf_seed, minval=None, maxval=None, dtype=tf.int32)  # all 32 bits
     units = tf.reshape(tf.bitcast(draws, tf.uint8 if bits == 8 else tf.uint16), [-1])[:n]
@@ -263,7 +264,8 @@ def keep_mask(shape: tf.Tensor, rate: float, seed) -> tf.Tensor:
 
 
 class Dropout(keras.layers.Dropout):
-    """keras.layers.Dropout (inverted, training only, same arguments, weights and seeds) with `keep_mask`'s masks."""
+    """keras.layers.Dropout (inverted, training only, same weights and seeds; any arguments but noise_shape) with
+    `keep_mask`'s masks."""
 
     def __init__(self, rate: float, **kwargs):
         if kwargs.get("noise_shape") is not None:

@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "after the Gaussian noise D adds to it in training, or before it (Salimans et al.; faster "
                         "early, level or behind at the end); the conv arch has no noise there")
     g.add_argument("--g_steps", type=positive_or_zero, default=1, help="generator updates per discriminator update")
-    g.add_argument("--label_smoothing", type=float, default=0.0, help="one-sided: real target 1 - s")
-    g.add_argument("--sup_smoothing", type=config.rate, default=0.1,
+    g.add_argument("--label_smoothing", type=float, default=0.0,
+                   help="one-sided smoothing of D's real/fake loss: real target 1 - s")
+    g.add_argument("--sup_smoothing", type=config.rate, default=0.0,
                    help="label smoothing of the labelled images' class targets: 1 - s + s/n on the true class")
     g.add_argument("--unsup_weight", type=float, default=1.0, help="weight of D's real/fake loss")
     g.add_argument("--entropy_weight", type=float, default=0.0, help="entropy minimisation on unlabelled (Dai et al.)")

@@ -11,6 +11,13 @@ TINY_FLAGS = ["--arch", "mlp", "--d_width", "64", "--g_width", "32", "--z_dim", 
               "--summary_every", "10", "--eval_every", "10", "--ckpt_every", "10", "--steps_per_loop", "5"]
 
 
+def sup_loss_floor(num_class: int, smoothing: float) -> float:
+    """The lowest train/loss_sup a run with --sup_smoothing can log: the entropy of its smoothed targets."""
+    target = np.full(num_class, smoothing / num_class)
+    target[0] += 1 - smoothing
+    return float(-(target * np.log(target)).sum())
+
+
 def tiny_images(labels: np.ndarray, shape: tuple[int, int, int], seed: int) -> np.ndarray:
     """Noise images with a bright 4x4 square whose position encodes the label."""
     rng = np.random.default_rng(seed)
