@@ -34,7 +34,8 @@ def discriminator_of(cfg: dict, shape: tuple[int, int, int], num_class: int):
     return model.build_discriminator(cfg["arch"], shape, num_class, cfg["head"], width=cfg["d_width"],
                                      input_noise=cfg.get("d_input_noise"),
                                      input_dropout=recorded(cfg, "d_input_dropout"),
-                                     features=cfg.get("fm_features", "noisy"))
+                                     features=cfg.get("fm_features", "noisy"),
+                                     hidden_noise=cfg.get("d_hidden_noise"))
 
 
 def generator_of(cfg: dict, shape: tuple[int, int, int]):

@@ -53,12 +53,15 @@ FEATURES = ("noisy", "clean")
 
 # The std of the Gaussian noise D adds to its input images in training, per arch (images in [-1, 1]).
 INPUT_NOISE = {"mlp": 0.3, "lenet": 0.3, "conv": 0.0}
+# The std of the Gaussian noise the mlp and lenet Ds add after each hidden layer in training (Salimans et al.'s
+# MNIST D); the conv D has dropout instead.
+HIDDEN_NOISE = 0.5
 
 
 def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, head: str = "implicit",
                         width: int = 0, input_noise: float | None = None, input_dropout: float = 0.0,
-                        features: str = "noisy") -> keras.Model:
-    """The classifier/discriminator for images of `shape`; width 0 and input_noise None mean the arch's defaults.
+                        features: str = "noisy", hidden_noise: float | None = None) -> keras.Model:
+    """The classifier/discriminator for images of `shape`; width 0 and input/hidden_noise None mean the defaults.
 
     `input_dropout` drops input pixels in training. Salimans et al.'s CIFAR-10 net drops 20%, but on images
     with a constant background (MNIST, Fashion-MNIST) the net learns to rely on that noise: the conv D
@@ -69,10 +72,11 @@ def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, 
     noise = INPUT_NOISE.get(arch, 0.0) if input_noise is None else input_noise
     h = ops.GaussianNoise(noise)(x) if noise else x
     h = ops.Dropout(input_dropout)(h) if input_dropout else h
+    hidden = HIDDEN_NOISE if hidden_noise is None else hidden_noise
     if arch == "mlp":
-        clean, top = _mlp_trunk(h, width or 1000)
+        clean, top = _mlp_trunk(h, width or 1000, hidden)
     elif arch == "lenet":
-        clean, top = _lenet_trunk(h, width or 32)
+        clean, top = _lenet_trunk(h, width or 32, hidden)
     elif arch == "conv":
         clean = top = _conv_trunk(h, width or 32)
     else:
@@ -91,26 +95,27 @@ def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, 
     return keras.Model(x, [class_logits, fake_logit, clean if features == "clean" else top], name="discriminator")
 
 
-def _mlp_trunk(x, width: int):
-    return _noisy_dense(x, (width, width // 2, width // 4, width // 4, width // 4))
+def _mlp_trunk(x, width: int, noise: float):
+    return _noisy_dense(x, (width, width // 2, width // 4, width // 4, width // 4), noise)
 
 
-def _lenet_trunk(h, width: int):
+def _lenet_trunk(h, width: int, noise: float):
     for filters in (width, 2 * width):
         h = _lrelu(ops.WeightNormConv2D(filters, 5, strides=2)(h))
-        h = ops.GaussianNoise(0.5)(h)
-    return _noisy_dense(h, (16 * width, 8 * width))
+        h = ops.GaussianNoise(noise)(h)
+    return _noisy_dense(h, (16 * width, 8 * width), noise)
 
 
-def _noisy_dense(h, widths: tuple[int, ...]):
-    """Flatten, then weight-normalised dense + ReLU + Gaussian noise (std 0.5) per width (Salimans' MNIST D).
+def _noisy_dense(h, widths: tuple[int, ...], noise: float):
+    """Flatten, then weight-normalised dense + ReLU + Gaussian noise of std `noise` per width (Salimans' MNIST D).
 
-    Returns the last layer's output before its noise and after it.
+    Returns the last layer's output before its noise and after it. The noise layers are there even at std 0,
+    so the layer positions in a checkpoint do not depend on it.
     """
     h = layers.Flatten()(h)
     for units in widths:
         clean = layers.ReLU()(ops.WeightNormDense(units)(h))
-        h = ops.GaussianNoise(0.5)(clean)
+        h = ops.GaussianNoise(noise)(clean)
     return clean, h
 
 

@@ -233,7 +233,16 @@ def standard_normal(shape: tf.Tensor, seed) -> tf.Tensor:
 
 
 class GaussianNoise(keras.layers.GaussianNoise):
-    """keras.layers.GaussianNoise (additive, training only, same weights and seeds) with `standard_normal`."""
+    """keras.layers.GaussianNoise (additive, training only, same weights and seeds) with `standard_normal`.
+
+    Any std >= 0 (keras' own layer refuses one above 1).
+    """
+
+    def __init__(self, stddev: float, seed=None, **kwargs):
+        if not stddev >= 0:
+            raise ValueError(f"noise std must be >= 0, got {stddev}")
+        super().__init__(min(stddev, 1.0), seed=seed, **kwargs)
+        self.stddev = stddev
 
     def call(self, inputs, training=False):
         if training and self.stddev > 0:

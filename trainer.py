@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--d_input_noise", type=config.non_negative_float, default=None,
                    help="std of the Gaussian noise D adds to its input images in training (images in [-1, 1]; "
                         f"default per arch: {', '.join(f'{a} {v:g}' for a, v in model.INPUT_NOISE.items())})")
+    g.add_argument("--d_hidden_noise", type=config.non_negative_float, default=None,
+                   help="std of the Gaussian noise the mlp and lenet Ds add after each hidden layer in training "
+                        f"(default {model.HIDDEN_NOISE:g}, Salimans et al.'s MNIST D; the conv D has dropout)")
     g.add_argument("--d_input_dropout", type=config.rate, default=0.0,
                    help="fraction of input pixels D drops in training (Salimans et al.'s CIFAR-10 net: 0.2; it "
                         "hurts on images with a constant background such as Fashion-MNIST)")

@@ -56,6 +56,29 @@ def test_input_dropout_is_noise_in_training_only(arch):
 
 
 @pytest.mark.parametrize("arch", ["mlp", "lenet"])
+def test_hidden_noise_sets_every_hidden_layers_noise_and_keeps_the_layout(arch):
+    """--d_hidden_noise: the std after each hidden layer, in training only; at 0 the layers stay, so a
+    checkpoint's layer positions do not depend on it."""
+    keras.utils.set_random_seed(0)
+    x = np.random.uniform(-1, 1, (8, 12, 12, 1)).astype("float32")
+    default = model.build_discriminator(arch, x.shape[1:], 3, width=8, input_noise=0)
+    quiet = model.build_discriminator(arch, x.shape[1:], 3, width=8, input_noise=0, hidden_noise=0)
+    loud = model.build_discriminator(arch, x.shape[1:], 3, width=8, input_noise=0, hidden_noise=2.0)
+    stds = lambda D: [layer.stddev for layer in D.layers if isinstance(layer, keras.layers.GaussianNoise)]  # noqa: E731
+    hidden = 5 if arch == "mlp" else 4
+    assert stds(default) == [model.HIDDEN_NOISE] * hidden and stds(quiet) == [0.0] * hidden
+    assert [type(layer) for layer in quiet.layers] == [type(layer) for layer in default.layers]
+    quiet.set_weights(default.get_weights())
+    loud.set_weights(default.get_weights())
+    inference = default(x, training=False)[0].numpy()
+    for D in (quiet, loud):
+        np.testing.assert_array_equal(D(x, training=False)[0], inference)
+    np.testing.assert_array_equal(quiet(x, training=True)[0], inference)
+    shift = lambda D: np.abs(D(x, training=True)[0].numpy() - inference).mean()  # noqa: E731
+    assert 0 < shift(default) < shift(loud)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "lenet"])
 def test_clean_features_are_the_last_hidden_layer_before_its_noise(arch):
     """--fm_features picks an output, not other layers: one checkpoint serves both, and in inference they
     agree; in training the clean features are ReLU outputs (>= 0) and the noisy ones carry the noise."""

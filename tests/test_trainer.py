@@ -246,7 +246,8 @@ def test_evaler_rebuilds_the_input_noise_and_dropout_the_run_had(dsdir, tmp_path
     """D's input layers fix its checkpoint layout: runs without input noise, and conv runs from before
     --d_input_dropout (which then dropped 20% of the pixels), restore and resume."""
     common = ["--dataset", "tiny", "--dataset_dir", str(dsdir)]
-    train(dsdir, tmp_path / "quiet", "--max_steps", "5", "--d_input_noise", "0")
+    train(dsdir, tmp_path / "quiet", "--max_steps", "5", "--d_input_noise", "0", "--d_hidden_noise", "0")
+    assert json.loads((tmp_path / "quiet" / "config.json").read_text())["d_hidden_noise"] == 0.0
     assert evaler.main(["--checkpoint", str(tmp_path / "quiet"), *common])[0]["step"] == 5
     old = tmp_path / "oldconv"
     conv = ["--arch", "conv", "--d_width", "4", "--g_width", "4"]
