@@ -8,7 +8,8 @@
 
 Synthetic uint8 images are written to a temporary HDF5 file with datasets/format.py, then for each
 config at batch 100: ms per training step (wall, and process CPU time, which contention inflates less)
-and unlabelled images/s of the trainer's own compiled loop (trainer.make_train_loop, after warm-up);
+and unlabelled images/s of the trainer's own compiled loop (trainer.make_train_loop, after warm-up), over
+--repeats timed windows: their mean, and the best window (timed as the peak is: a best of several);
 float ops per step (TensorFlow's profiler on the loop's concrete graph); achieved FLOP/s and its fraction
 of this machine's peak (a large float32 matmul, measured in the same run); images/s of the unlabelled
 input pipeline alone, and of evaler.confusion_of over the test split.
@@ -35,6 +36,7 @@ from tensorflow.python.framework import ops as tf_ops  # noqa: E402
 from tensorflow.python.profiler import model_analyzer, option_builder  # noqa: E402
 from tensorflow.python.util import deprecation  # noqa: E402
 
+import config  # noqa: E402
 import evaler  # noqa: E402
 import input_ops  # noqa: E402
 import trainer  # noqa: E402
@@ -65,7 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=list(CONFIGS))
     p.add_argument("--steps", type=int, default=None,
                    help="timed training steps per measurement (None: about --seconds worth)")
-    p.add_argument("--seconds", type=float, default=8.0, help="target time of each measurement without --steps")
+    p.add_argument("--seconds", type=float, default=8.0, help="target time of each timed window without --steps")
+    p.add_argument("--repeats", type=config.positive_int, default=3,
+                   help="timed windows per measurement: ms/step is their mean; the best window is reported too")
     p.add_argument("--steps_per_loop", type=int, nargs="+", default=None,
                    help="the trainer's --steps_per_loop values to measure (None: the trainer's default)")
     p.add_argument("--jit", "--no-jit", dest="jit", action=JitAction, nargs=0, default=None,
@@ -199,7 +203,8 @@ def build_loop(args: argparse.Namespace, split: input_ops.Split):
 
 
 def train_speed(args: argparse.Namespace, split: input_ops.Split, opts: argparse.Namespace, tag: str):
-    """(GAN, wall and CPU seconds per step, steps timed, executed and traced float ops per step) of the loop."""
+    """(GAN, mean wall, best window's wall and mean CPU seconds per step, steps per window, executed and traced
+    float ops per step) of the loop, over opts.repeats windows of the same steps."""
     gan, loop, lab, unl = build_loop(args, split)
     run = lambda n: bool(loop(lab, unl, tf.constant(n))[2])  # noqa: E731  (the result waits for the steps)
     run(1)  # trace and compile
@@ -208,15 +213,19 @@ def train_speed(args: argparse.Namespace, split: input_ops.Split, opts: argparse
         tf.profiler.experimental.start(str(Path(opts.profile) / tag))
         run(min(steps, 5))
         tf.profiler.experimental.stop()
-    t, cpu, done = time.perf_counter(), time.process_time(), 0
-    while done < steps:
-        n = min(args.steps_per_loop, steps - done)
-        run(n)
-        done += n
-    sec, cpu_sec = (time.perf_counter() - t) / steps, (time.process_time() - cpu) / steps
+    windows, cpu = [], time.process_time()
+    for _ in range(opts.repeats):
+        t, done = time.perf_counter(), 0
+        while done < steps:
+            n = min(args.steps_per_loop, steps - done)
+            run(n)
+            done += n
+        windows.append((time.perf_counter() - t) / steps)
+    cpu_sec = (time.process_time() - cpu) / steps / len(windows)
     graph = loop.get_concrete_function(lab, unl, tf.constant(1)).graph
     with deprecation.silence():  # the registry's shape helper is a TF1 API and warns about it
-        return gan, sec, cpu_sec, steps, graph_flops(graph, True), graph_flops(graph, False)
+        return (gan, float(np.mean(windows)), min(windows), cpu_sec, steps, graph_flops(graph, True),
+                graph_flops(graph, False))
 
 
 def _steps_for(seconds: float, run) -> int:
@@ -232,7 +241,7 @@ def measure(name: str, args: argparse.Namespace, splits: tuple, opts: argparse.N
     train, test = splits
     precision = f"-{opts.mixed_precision}" if opts.mixed_precision else ""
     tag = f"{name}-jit{int(args.jit)}-spl{args.steps_per_loop}{precision}"
-    gan, sec, cpu_sec, steps, flops, traced = train_speed(args, train, opts, tag)
+    gan, sec, best, cpu_sec, steps, flops, traced = train_speed(args, train, opts, tag)
     if not io_speed:
         io_speed["input_img_per_s"] = input_speed(train, 5 if opts.quick else 300)
         io_speed["eval_img_per_s"] = eval_speed(gan.D_ema, test)
@@ -240,9 +249,11 @@ def measure(name: str, args: argparse.Namespace, splits: tuple, opts: argparse.N
     return {"config": name, "arch": args.arch, "g_arch": args.g_arch, "shape": list(train.images.shape[1:]),
             "batch": BATCH,
             "jit": args.jit, "steps_per_loop": args.steps_per_loop, "mixed_precision": opts.mixed_precision,
-            "steps_timed": steps, "ms_per_step": 1000 * sec, "cpu_ms_per_step": 1000 * cpu_sec,
+            "steps_timed": steps, "windows_timed": opts.repeats, "ms_per_step": 1000 * sec,
+            "ms_per_step_best_window": 1000 * best, "cpu_ms_per_step": 1000 * cpu_sec,
             "train_img_per_s": img_s, "flops_per_step": flops, "flops_per_step_traced": traced,
-            "achieved_flop_per_s": flops / sec, "fraction_of_peak": flops / sec / peak, **io_speed,
+            "achieved_flop_per_s": flops / sec, "fraction_of_peak": flops / sec / peak,
+            "fraction_of_peak_best_window": flops / best / peak, **io_speed,
             "epoch_60k_s": EPOCH_IMAGES / img_s}
 
 
@@ -270,7 +281,7 @@ def run_config(name: str, root: Path, opts: argparse.Namespace, peak: float) -> 
 
 
 HEADER = (f"{'config':<8} {'jit':>3} {'spl':>4} {'ms/step':>8} {'cpu ms':>7} {'train img/s':>11} {'GFLOP/step':>10} "
-          f"{'GFLOP/s':>8} {'%peak':>6} {'input img/s':>11} {'eval img/s':>10} {'60k epoch s':>11}")
+          f"{'GFLOP/s':>8} {'%peak':>6} {'best':>5} {'input img/s':>11} {'eval img/s':>10} {'60k epoch s':>11}")
 
 
 def format_row(r: dict) -> str:
@@ -278,6 +289,7 @@ def format_row(r: dict) -> str:
     return (f"{r['config']:<8} {'on' if r['jit'] else 'off':>3} {r['steps_per_loop']:>4} {r['ms_per_step']:>8.1f} "
             f"{r['cpu_ms_per_step']:>7.0f} {r['train_img_per_s']:>11.0f} {r['flops_per_step'] / 1e9:>10.2f} "
             f"{r['achieved_flop_per_s'] / 1e9:>8.1f} {100 * r['fraction_of_peak']:>6.1f} "
+            f"{100 * r['fraction_of_peak_best_window']:>5.1f} "
             f"{r['input_img_per_s']:>11.0f} {r['eval_img_per_s']:>10.0f} {r['epoch_60k_s']:>11.1f}")
 
 

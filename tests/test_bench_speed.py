@@ -17,7 +17,7 @@ from tests.tiny import TINY_FLAGS, make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"mlp28", "lenet28", "conv28", "conv32"}
-POSITIVE = ("ms_per_step", "cpu_ms_per_step", "train_img_per_s", "flops_per_step", "flops_per_step_traced",
+POSITIVE = ("ms_per_step", "ms_per_step_best_window", "cpu_ms_per_step", "train_img_per_s", "flops_per_step", "flops_per_step_traced",
             "achieved_flop_per_s", "fraction_of_peak", "input_img_per_s", "eval_img_per_s", "epoch_60k_s")
 
 
@@ -36,6 +36,9 @@ def test_quick_benchmark_reports_every_field_of_every_config(tmp_path):
         assert row["flops_per_step"] <= row["flops_per_step_traced"]
         assert row["fraction_of_peak"] == pytest.approx(row["achieved_flop_per_s"] / result["machine"]
                                                         ["peak_flop_per_s"])
+        assert row["windows_timed"] == 3 and row["ms_per_step_best_window"] <= row["ms_per_step"]
+        assert row["fraction_of_peak_best_window"] == pytest.approx(
+            row["fraction_of_peak"] * row["ms_per_step"] / row["ms_per_step_best_window"])
     assert "profiler" in result["flops_counted_by"]
     assert "ms/step" in proc.stdout and "mlp28" in proc.stdout
     print(f"bench/speed.py --quick took {time.perf_counter() - t:.1f} s")
