@@ -132,7 +132,7 @@ def _conv_trunk(h, width: int):
 
 
 def _lrelu(h):
-    return layers.LeakyReLU(0.2)(h)
+    return ops.LeakyReLU(0.2)(h)
 
 
 def build_generator(g_arch: str, shape: tuple[int, int, int], z_dim: int = 100, width: int = 0) -> keras.Model:

@@ -232,6 +232,29 @@ def standard_normal(shape: tf.Tensor, seed) -> tf.Tensor:
     return tf.reshape(tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], 0)[:n], shape)
 
 
+class LeakyReLU(keras.layers.LeakyReLU):
+    """keras.layers.LeakyReLU whose gradient reads its output, not its input (the same values: both have x's sign).
+
+    With keras' own layer after a weight-normalised convolution, Grappler's remapper tries to fuse conv, bias and
+    leaky ReLU while the gradient still reads the bias add's output; it then fails for the whole training step
+    and logs an `E ... remapper failed` line at the start of every lenet and conv run.
+    """
+
+    def call(self, inputs):
+        return leaky_relu(inputs, self.negative_slope)
+
+
+def leaky_relu(x: tf.Tensor, alpha: float) -> tf.Tensor:
+    """tf.nn.leaky_relu(x, alpha) (alpha > 0) with a gradient computed from its output."""
+
+    @tf.custom_gradient
+    def fn(x):
+        y = tf.nn.leaky_relu(x, alpha)
+        return y, lambda dy: tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=alpha)
+
+    return fn(x)
+
+
 class GaussianNoise(keras.layers.GaussianNoise):
     """keras.layers.GaussianNoise (additive, training only, same weights and seeds) with `standard_normal`.
 

@@ -195,6 +195,21 @@ def test_dropout_is_keras_dropout_in_training_only_fresh_each_call_with_gradient
         ops.Dropout(0.5, noise_shape=(1, 1, 1, 3))
 
 
+def test_leaky_relu_is_keras_leaky_relu_with_the_same_gradient():
+    x = tf.constant(np.concatenate([np.random.default_rng(0).normal(size=997), [0.0, -0.0, 1e-30]]), tf.float32)
+    dy = tf.constant(np.random.default_rng(1).normal(size=1000), tf.float32)
+    out, grads = [], []
+    for layer in (ops.LeakyReLU(0.2), tf.keras.layers.LeakyReLU(0.2)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        out.append(y.numpy())
+        grads.append(tape.gradient(y, x, output_gradients=dy).numpy())
+    np.testing.assert_array_equal(out[0], out[1])
+    np.testing.assert_array_equal(grads[0], grads[1])
+    assert isinstance(ops.LeakyReLU(0.2), tf.keras.layers.LeakyReLU)
+
+
 def test_gaussian_noise_adds_stddev_noise_in_training_only_and_fresh_each_call():
     layer = ops.GaussianNoise(0.5, seed=1)
     x = tf.fill([64, 7, 7, 3], 2.0)
