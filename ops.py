@@ -67,6 +67,14 @@ def entropy_loss(class_logits: tf.Tensor) -> tf.Tensor:
     return -tf.reduce_mean(tf.reduce_sum(tf.exp(logp) * logp, axis=-1))
 
 
+def balance_loss(class_logits: tf.Tensor) -> tf.Tensor:
+    """KL(mean class posterior over the batch || uniform) = log n - H(mean posterior): 0 when the batch's
+    predictions are spread evenly over the n classes (CatGAN's marginal-entropy term, Springenberg 2016)."""
+    mean = tf.reduce_mean(tf.nn.softmax(class_logits, axis=-1), axis=0)
+    n = tf.cast(tf.shape(class_logits)[-1], class_logits.dtype)
+    return tf.math.log(n) + tf.reduce_sum(mean * tf.math.log(tf.maximum(mean, 1e-30)))
+
+
 def pull_away_loss(features: tf.Tensor) -> tf.Tensor:
     """Pull-away term (Zhao et al., used by Dai et al.): mean squared cosine between distinct samples."""
     n = tf.cast(tf.shape(features)[0], features.dtype)

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label smoothing of the labelled images' class targets: 1 - s + s/n on the true class")
     g.add_argument("--unsup_weight", type=float, default=1.0, help="weight of D's real/fake loss")
     g.add_argument("--entropy_weight", type=float, default=0.0, help="entropy minimisation on unlabelled (Dai et al.)")
+    g.add_argument("--balance_weight", type=config.non_negative_float, default=0.0,
+                   help="weight of KL(D's mean class posterior on each unlabelled batch || uniform): spreads its "
+                        "predictions evenly over the classes (CatGAN's marginal entropy); for balanced data only")
     g.add_argument("--pt_weight", type=float, default=0.0, help="pull-away term on generated features (Dai et al.)")
     g.add_argument("--vat_weight", type=config.non_negative_float, default=0.0,
                    help="virtual adversarial training (Miyato et al.) of D's class posterior on unlabelled images")
@@ -330,7 +333,7 @@ def keras_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_vat", "loss_g", "acc_lab", "p_real", "p_fake")
+METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_bal", "loss_vat", "loss_g", "acc_lab", "p_real", "p_fake")
 
 
 def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.Strategy):
@@ -374,7 +377,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
             if args.supervised_only:
                 logits, _, _ = float32(D(seen(x_lab), training=True))
                 loss_sup = ops.supervised_loss(logits, y_lab, args.sup_smoothing)
-                loss_unsup = loss_ent = tf.constant(0.0)
+                loss_unsup = loss_ent = loss_bal = tf.constant(0.0)
                 p_real = p_fake = tf.zeros([n_u])
             else:
                 # One pass over labelled, unlabelled and generated images: D has no batch statistics,
@@ -385,13 +388,15 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
                 loss_sup = ops.supervised_loss(logits[:n_l], y_lab, args.sup_smoothing)
                 loss_unsup = ops.unsupervised_loss(real[n_l:n_l + n_u], real[n_l + n_u:], args.label_smoothing)
                 loss_ent = ops.entropy_loss(logits[n_l:n_l + n_u])
+                loss_bal = ops.balance_loss(logits[n_l:n_l + n_u])
                 p_real, p_fake = tf.sigmoid(real[n_l:n_l + n_u]), tf.sigmoid(real[n_l + n_u:])
             loss_d = (loss_sup + args.unsup_weight * loss_unsup + args.entropy_weight * loss_ent
-                      + args.vat_weight * loss_vat)
+                      + args.balance_weight * loss_bal + args.vat_weight * loss_vat)
             scaled = opt_d.scale_loss(loss_d / replicas)
         grads = tape.gradient(scaled, D.trainable_variables)
         opt_d.apply_gradients(zip(grads, D.trainable_variables))
-        return dict(loss_d=loss_d, loss_sup=loss_sup, loss_unsup=loss_unsup, loss_ent=loss_ent, loss_vat=loss_vat,
+        return dict(loss_d=loss_d, loss_sup=loss_sup, loss_unsup=loss_unsup, loss_ent=loss_ent, loss_bal=loss_bal,
+                    loss_vat=loss_vat,
                     acc_lab=ops.accuracy(logits[:n_l], y_lab)), p_real, p_fake
 
     def g_step(x_unl):

@@ -68,6 +68,17 @@ def test_entropy_loss_is_log_n_for_uniform_and_zero_for_certain():
     assert ops.entropy_loss(tf.constant([[100.0, 0.0]])).numpy() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_balance_loss_is_kl_of_the_mean_posterior_to_uniform():
+    certain = tf.constant([[60.0, 0.0, 0.0], [0.0, 60.0, 0.0], [0.0, 0.0, 60.0]])
+    assert ops.balance_loss(certain).numpy() == pytest.approx(0.0, abs=1e-6)  # confident, but evenly spread
+    assert ops.balance_loss(tf.zeros([5, 4])).numpy() == pytest.approx(0.0, abs=1e-6)
+    assert ops.balance_loss(certain[:1]).numpy() == pytest.approx(math.log(3), rel=1e-6)  # all one class
+    mean = np.array([0.5, 0.25, 0.25])  # two rows whose posteriors average to this
+    logits = tf.math.log(tf.constant([[0.75, 0.125, 0.125], [0.25, 0.375, 0.375]]))
+    expected = float(np.sum(mean * np.log(mean * 3)))
+    assert ops.balance_loss(logits).numpy() == pytest.approx(expected, rel=1e-5)
+
+
 def test_pull_away_is_zero_for_orthogonal_and_one_for_parallel():
     assert ops.pull_away_loss(tf.eye(3)).numpy() == pytest.approx(0.0, abs=1e-6)
     assert ops.pull_away_loss(tf.constant([[1.0, 1.0], [2.0, 2.0]])).numpy() == pytest.approx(1.0, rel=1e-6)

@@ -172,10 +172,12 @@ def test_supervised_only_trains_the_classifier_without_a_gan(dsdir, tmp_path):
 def test_heads_and_generator_losses_train(dsdir, tmp_path, head, g_loss, augment):
     result = train(dsdir, tmp_path / "r", "--max_steps", "20", "--head", head, "--g_loss", g_loss,
                    "--g_steps", "2", "--label_smoothing", "0.1", "--entropy_weight", "0.1", "--pt_weight", "0.1",
-                   "--vat_weight", "1", "--augment", augment)
+                   "--vat_weight", "1", "--balance_weight", "1", "--augment", augment)
     assert np.isfinite(result["test_accuracy"]) and result["step"] == 20
     loss_vat = scalars(tmp_path / "r", "train/loss_vat")
     assert loss_vat and all(np.isfinite(v) and v > 0 for v in loss_vat.values())
+    loss_bal = scalars(tmp_path / "r", "train/loss_bal")  # KL to uniform over 3 classes: in (0, log 3]
+    assert loss_bal and all(0 < v <= np.log(3) + 1e-6 for v in loss_bal.values())
 
 
 @pytest.mark.parametrize("arch", ["lenet", "conv"])
