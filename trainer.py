@@ -333,7 +333,8 @@ def keras_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_bal", "loss_vat", "loss_g", "acc_lab", "p_real", "p_fake")
+METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_bal", "loss_vat", "loss_g", "acc_lab", "p_real",
+           "p_fake")
 
 
 def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.Strategy):
