@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--unsup_weight", type=float, default=1.0, help="weight of D's real/fake loss")
     g.add_argument("--entropy_weight", type=float, default=0.0, help="entropy minimisation on unlabelled (Dai et al.)")
     g.add_argument("--balance_weight", type=config.non_negative_float, default=0.0,
-                   help="weight of KL(D's mean class posterior on each unlabelled batch || uniform): spreads its "
-                        "predictions evenly over the classes (CatGAN's marginal entropy); for balanced data only")
+                   help="weight of KL(D's mean class posterior on each replica's unlabelled batch || uniform): "
+                        "spreads its predictions evenly over the classes (CatGAN's marginal entropy); for balanced "
+                        "data only")
     g.add_argument("--pt_weight", type=float, default=0.0, help="pull-away term on generated features (Dai et al.)")
     g.add_argument("--vat_weight", type=config.non_negative_float, default=0.0,
                    help="virtual adversarial training (Miyato et al.) of D's class posterior on unlabelled images")

@@ -206,16 +206,17 @@ def test_dropout_is_keras_dropout_in_training_only_fresh_each_call_with_gradient
         ops.Dropout(0.5, noise_shape=(1, 1, 1, 3))
 
 
-def test_leaky_relu_is_keras_leaky_relu_with_the_same_gradient():
-    x = tf.constant(np.concatenate([np.random.default_rng(0).normal(size=997), [0.0, -0.0, 1e-30]]), tf.float32)
-    dy = tf.constant(np.random.default_rng(1).normal(size=1000), tf.float32)
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float16, tf.bfloat16])
+def test_leaky_relu_is_keras_leaky_relu_with_the_same_gradient(dtype):
+    x = tf.constant(np.concatenate([np.random.default_rng(0).normal(size=997), [0.0, -0.0, 1e-30]]), dtype)
+    dy = tf.constant(np.random.default_rng(1).normal(size=1000), dtype)
     out, grads = [], []
-    for layer in (ops.LeakyReLU(0.2), tf.keras.layers.LeakyReLU(0.2)):
+    for layer in (ops.LeakyReLU(0.2, dtype=dtype), tf.keras.layers.LeakyReLU(0.2, dtype=dtype)):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x)
-        out.append(y.numpy())
-        grads.append(tape.gradient(y, x, output_gradients=dy).numpy())
+        out.append(y.numpy().astype(np.float32))
+        grads.append(tape.gradient(y, x, output_gradients=dy).numpy().astype(np.float32))
     np.testing.assert_array_equal(out[0], out[1])
     np.testing.assert_array_equal(grads[0], grads[1])
     assert isinstance(ops.LeakyReLU(0.2), tf.keras.layers.LeakyReLU)

@@ -238,7 +238,8 @@ def test_a_run_from_before_a_flag_existed_still_resumes(dsdir, tmp_path, capsys)
     run = tmp_path / "old"
     train(dsdir, run, "--max_steps", "10")
     cfg = json.loads((run / "config.json").read_text())
-    del cfg["deterministic"], cfg["nan_policy"], cfg["sup_smoothing"]  # as written before these flags
+    for flag in ("deterministic", "nan_policy", "sup_smoothing", "d_hidden_noise", "balance_weight"):
+        del cfg[flag]  # as written before these flags
     (run / "config.json").write_text(json.dumps(cfg))
     assert train(dsdir, run, "--max_steps", "15")["step"] == 15
     assert "Resumed from" in capsys.readouterr().out
