@@ -594,6 +594,8 @@ def check_sizes(args: argparse.Namespace, n_train: int, n_test: int, replicas: i
         raise UserError(f"--epochs must be positive, got {args.epochs}")
     if args.time_budget_min is not None and args.time_budget_min <= 0:
         raise UserError(f"--time_budget_min must be positive, got {args.time_budget_min}")
+    if args.d_hidden_noise is not None and args.arch == "conv":
+        raise UserError("--d_hidden_noise is for the mlp and lenet Ds; the conv D has dropout instead: drop the flag")
     if args.batch_size > n_train:
         raise UserError(f"--batch_size {args.batch_size} is larger than the {n_train} training images; lower it")
     if n_test == 0:

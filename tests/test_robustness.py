@@ -116,6 +116,7 @@ BAD_INPUTS = [
     ("negative size", "trainer", ["--input_height", "-4"], r"must be a positive integer"),
     ("negative noise", "trainer", ["--d_input_noise", "-0.1"], r"must be >= 0, got -0\.1"),
     ("negative hidden noise", "trainer", ["--d_hidden_noise", "-1"], r"must be >= 0, got -1"),
+    ("hidden noise for conv", "trainer", ["--arch", "conv", "--d_hidden_noise", "0.3"], r"conv D has dropout instead"),
     ("dropout of every pixel", "trainer", ["--d_input_dropout", "1"], r"must be below 1, got 1"),
     ("height disagrees", "trainer", ["--input_height", "28"], r"--input_height 28 does not match dataset tiny"),
     ("negative steps", "trainer", ["--max_steps", "-1"], r"--max_steps must be >= 0"),
