@@ -7,7 +7,7 @@ Architectures are chosen by name (`--arch`):
 - `lenet` (the default): a LeNet-sized conv D in the mlp's style: two stride-2 5x5 weight-normalised
           convolutions (leaky ReLU), then dense 16w-8w (ReLU), Gaussian noise on the input and after every
           layer, features = last hidden layer (as the mlp's); the conv G. About 3x the mlp D's FLOPs and 1/5
-          of conv's; on Fashion-MNIST more accurate per CPU-second than either (README).
+          of conv's; on Fashion-MNIST more accurate per CPU-second than either (docs/experiments.md).
 - `conv`: a small conv D in the style of Salimans' CIFAR net (dropout after each downsampling, but none on
           the input pixels by default: see build_discriminator; leaky ReLU, weight norm,
           stride-2 downsampling, network-in-network 1x1 layers, global average pooling
@@ -47,8 +47,8 @@ def generator_width(arch: str, g_arch: str) -> int:
 
 # D's features, which feature matching compares: its last hidden layer after the Gaussian noise that follows it
 # in training ("noisy", the default), or before it ("clean", as in Salimans et al.'s code; the class logits still
-# see the noisy layer). Clean features train faster but end level or behind (README, stop 19). The conv arch has
-# no noise there, so both are the same for it.
+# see the noisy layer). Clean features train faster but end level or behind (docs/experiments.md, stop 19).
+# The conv arch has no noise there, so both are the same for it.
 FEATURES = ("noisy", "clean")
 
 # The std of the Gaussian noise D adds to its input images in training, per arch (images in [-1, 1]).
@@ -66,7 +66,7 @@ def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, 
     `input_dropout` drops input pixels in training. Salimans et al.'s CIFAR-10 net drops 20%, but on images
     with a constant background (MNIST, Fashion-MNIST) the net learns to rely on that noise: the conv D
     trained on all Fashion-MNIST labels scored 89% with dropout on and 59% in inference mode; without
-    input dropout it reaches 91% (README). So it is off unless asked for. `features`: one of FEATURES.
+    input dropout it reaches 91% (docs/experiments.md). So it is off unless asked for. `features`: one of FEATURES.
     """
     x = keras.Input(shape=shape, name="image")
     noise = INPUT_NOISE.get(arch, 0.0) if input_noise is None else input_noise

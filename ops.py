@@ -29,7 +29,8 @@ def supervised_loss(class_logits: tf.Tensor, labels: tf.Tensor, smoothing: float
     `smoothing` s aims at 1 - s + s/n on the true class and s/n on each other one (Szegedy et al. 2016's
     label smoothing): D memorises a few labelled images within a thousand steps, and the unsmoothed loss
     then gives them almost no gradient; smoothed, it keeps bounding their logits. It lifts the supervised-only
-    baseline (+2.8 points at 100 labels) but not the SSGAN (-1.1), so --sup_smoothing defaults to 0 (README).
+    baseline (+2.8 points at 100 labels) but not the SSGAN (-1.1), so --sup_smoothing defaults to 0
+    (docs/experiments.md).
     """
     if not smoothing:
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=class_logits))
