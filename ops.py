@@ -76,6 +76,13 @@ def balance_loss(class_logits: tf.Tensor) -> tf.Tensor:
     return tf.math.log(n) + tf.reduce_sum(mean * tf.math.log(tf.maximum(mean, 1e-30)))
 
 
+def consistency_loss(class_logits_a: tf.Tensor, class_logits_b: tf.Tensor) -> tf.Tensor:
+    """Mean squared L2 distance between the class posteriors of two passes over the same images, each with
+    its own noise: the Pi-model's consistency term (Laine & Aila 2017), CT-GAN's on the class posterior."""
+    diff = tf.nn.softmax(class_logits_a, axis=-1) - tf.nn.softmax(class_logits_b, axis=-1)
+    return tf.reduce_mean(tf.reduce_sum(tf.square(diff), axis=-1))
+
+
 def pull_away_loss(features: tf.Tensor) -> tf.Tensor:
     """Pull-away term (Zhao et al., used by Dai et al.): mean squared cosine between distinct samples."""
     n = tf.cast(tf.shape(features)[0], features.dtype)

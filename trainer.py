@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of KL(D's mean class posterior on each replica's unlabelled batch || uniform): "
                         "spreads its predictions evenly over the classes (CatGAN's marginal entropy); for balanced "
                         "data only")
+    g.add_argument("--consistency_weight", type=config.non_negative_float, default=0.0,
+                   help="weight of the squared distance between D's class posteriors on two passes over the "
+                        "unlabelled batch, each with its own noise (the Pi-model; CT-GAN's consistency term)")
     g.add_argument("--pt_weight", type=float, default=0.0, help="pull-away term on generated features (Dai et al.)")
     g.add_argument("--vat_weight", type=config.non_negative_float, default=0.0,
                    help="virtual adversarial training (Miyato et al.) of D's class posterior on unlabelled images")
@@ -334,8 +337,8 @@ def keras_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_bal", "loss_vat", "loss_g", "acc_lab", "p_real",
-           "p_fake")
+METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_bal", "loss_vat", "loss_cons", "loss_g", "acc_lab",
+           "p_real", "p_fake")
 
 
 def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.Strategy):
@@ -351,6 +354,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
     # replicas' gradients, so dividing by the replica count gives the gradient of the global mean.
     replicas = float(strategy.num_replicas_in_sync)
     vat = args.vat_weight > 0 and not args.supervised_only
+    consistency = args.consistency_weight > 0
     # VAT's finite-difference probe: a 1e-6 step vanishes when D computes in 16 bits (3 significant digits).
     vat_xi = 1.0 if args.mixed_precision else 1e-6
 
@@ -379,26 +383,32 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
             if args.supervised_only:
                 logits, _, _ = float32(D(seen(x_lab), training=True))
                 loss_sup = ops.supervised_loss(logits, y_lab, args.sup_smoothing)
-                loss_unsup = loss_ent = loss_bal = tf.constant(0.0)
+                loss_unsup = loss_ent = loss_bal = loss_cons = tf.constant(0.0)
                 p_real = p_fake = tf.zeros([n_u])
             else:
-                # One pass over labelled, unlabelled and generated images: D has no batch statistics,
-                # so this equals three passes and runs faster.
+                # One pass over labelled, unlabelled and generated images (and, for the consistency term, the
+                # unlabelled images again, with other noise): D has no batch statistics, so this equals
+                # separate passes and runs faster.
                 x_fake = tf.cast(G(z, training=True), x_unl.dtype)
-                logits, fake, _ = float32(D(seen(tf.concat([x_lab, x_unl, x_fake], 0)), training=True))
+                again = [x_unl] if consistency else []
+                logits, fake, _ = float32(D(seen(tf.concat([x_lab, x_unl, x_fake, *again], 0)), training=True))
                 real = ops.real_logit(logits, fake)
+                unl, gen = slice(n_l, n_l + n_u), slice(n_l + n_u, n_l + 2 * n_u)
                 loss_sup = ops.supervised_loss(logits[:n_l], y_lab, args.sup_smoothing)
-                loss_unsup = ops.unsupervised_loss(real[n_l:n_l + n_u], real[n_l + n_u:], args.label_smoothing)
-                loss_ent = ops.entropy_loss(logits[n_l:n_l + n_u])
-                loss_bal = ops.balance_loss(logits[n_l:n_l + n_u])
-                p_real, p_fake = tf.sigmoid(real[n_l:n_l + n_u]), tf.sigmoid(real[n_l + n_u:])
+                loss_unsup = ops.unsupervised_loss(real[unl], real[gen], args.label_smoothing)
+                loss_ent = ops.entropy_loss(logits[unl])
+                loss_bal = ops.balance_loss(logits[unl])
+                loss_cons = ops.consistency_loss(logits[unl], logits[n_l + 2 * n_u:]) if consistency \
+                    else tf.constant(0.0)
+                p_real, p_fake = tf.sigmoid(real[unl]), tf.sigmoid(real[gen])
             loss_d = (loss_sup + args.unsup_weight * loss_unsup + args.entropy_weight * loss_ent
-                      + args.balance_weight * loss_bal + args.vat_weight * loss_vat)
+                      + args.balance_weight * loss_bal + args.vat_weight * loss_vat
+                      + args.consistency_weight * loss_cons)
             scaled = opt_d.scale_loss(loss_d / replicas)
         grads = tape.gradient(scaled, D.trainable_variables)
         opt_d.apply_gradients(zip(grads, D.trainable_variables))
         return dict(loss_d=loss_d, loss_sup=loss_sup, loss_unsup=loss_unsup, loss_ent=loss_ent, loss_bal=loss_bal,
-                    loss_vat=loss_vat,
+                    loss_vat=loss_vat, loss_cons=loss_cons,
                     acc_lab=ops.accuracy(logits[:n_l], y_lab)), p_real, p_fake
 
     def g_step(x_unl):

@@ -79,6 +79,15 @@ def test_balance_loss_is_kl_of_the_mean_posterior_to_uniform():
     assert ops.balance_loss(logits).numpy() == pytest.approx(expected, rel=1e-5)
 
 
+def test_consistency_loss_is_the_squared_distance_of_the_two_posteriors():
+    a = tf.math.log(tf.constant([[0.5, 0.5, 0.0 + 1e-30], [1.0, 1e-30, 1e-30]]))
+    b = tf.math.log(tf.constant([[0.5, 0.25, 0.25], [1.0, 1e-30, 1e-30]]))
+    # row 1: (0, 0.25, -0.25) -> 0.125; row 2: identical -> 0; the mean over rows
+    assert ops.consistency_loss(a, b).numpy() == pytest.approx(0.0625, rel=1e-5)
+    assert ops.consistency_loss(b, a).numpy() == pytest.approx(0.0625, rel=1e-5)
+    assert ops.consistency_loss(a + 3.0, a).numpy() == pytest.approx(0.0, abs=1e-7)  # logits' shift: same posterior
+
+
 def test_pull_away_is_zero_for_orthogonal_and_one_for_parallel():
     assert ops.pull_away_loss(tf.eye(3)).numpy() == pytest.approx(0.0, abs=1e-6)
     assert ops.pull_away_loss(tf.constant([[1.0, 1.0], [2.0, 2.0]])).numpy() == pytest.approx(1.0, rel=1e-6)

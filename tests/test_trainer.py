@@ -172,8 +172,10 @@ def test_supervised_only_trains_the_classifier_without_a_gan(dsdir, tmp_path):
 def test_heads_and_generator_losses_train(dsdir, tmp_path, head, g_loss, augment):
     result = train(dsdir, tmp_path / "r", "--max_steps", "20", "--head", head, "--g_loss", g_loss,
                    "--g_steps", "2", "--label_smoothing", "0.1", "--entropy_weight", "0.1", "--pt_weight", "0.1",
-                   "--vat_weight", "1", "--balance_weight", "1", "--augment", augment)
+                   "--vat_weight", "1", "--balance_weight", "1", "--consistency_weight", "1", "--augment", augment)
     assert np.isfinite(result["test_accuracy"]) and result["step"] == 20
+    loss_cons = scalars(tmp_path / "r", "train/loss_cons")  # two passes with their own noise: never equal
+    assert loss_cons and all(0 < v <= 2 for v in loss_cons.values())
     loss_vat = scalars(tmp_path / "r", "train/loss_vat")
     assert loss_vat and all(np.isfinite(v) and v > 0 for v in loss_vat.values())
     loss_bal = scalars(tmp_path / "r", "train/loss_bal")  # KL to uniform over 3 classes: in (0, log 3]
@@ -238,7 +240,8 @@ def test_a_run_from_before_a_flag_existed_still_resumes(dsdir, tmp_path, capsys)
     run = tmp_path / "old"
     train(dsdir, run, "--max_steps", "10")
     cfg = json.loads((run / "config.json").read_text())
-    for flag in ("deterministic", "nan_policy", "sup_smoothing", "d_hidden_noise", "balance_weight"):
+    for flag in ("deterministic", "nan_policy", "sup_smoothing", "d_hidden_noise", "balance_weight",
+                 "consistency_weight"):
         del cfg[flag]  # as written before these flags
     (run / "config.json").write_text(json.dumps(cfg))
     assert train(dsdir, run, "--max_steps", "15")["step"] == 15
