@@ -78,7 +78,8 @@ def balance_loss(class_logits: tf.Tensor) -> tf.Tensor:
 
 def consistency_loss(class_logits_a: tf.Tensor, class_logits_b: tf.Tensor) -> tf.Tensor:
     """Mean squared L2 distance between the class posteriors of two passes over the same images, each with
-    its own noise: the Pi-model's consistency term (Laine & Aila 2017), CT-GAN's on the class posterior."""
+    its own noise: the Pi-model's consistency term (Laine & Aila 2017). CT-GAN (Wei et al. 2018) adds a
+    term of this kind, on D's outputs and features and with a margin, to the SSGAN's losses."""
     diff = tf.nn.softmax(class_logits_a, axis=-1) - tf.nn.softmax(class_logits_b, axis=-1)
     return tf.reduce_mean(tf.reduce_sum(tf.square(diff), axis=-1))
 

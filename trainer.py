@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "data only")
     g.add_argument("--consistency_weight", type=config.non_negative_float, default=0.0,
                    help="weight of the squared distance between D's class posteriors on two passes over the "
-                        "unlabelled batch, each with its own noise (the Pi-model; CT-GAN's consistency term)")
+                        "unlabelled batch, each with its own noise and --augment diff shift (the Pi-model of Laine "
+                        "& Aila, without its ramp-up); D's pass then takes the unlabelled batch twice, about a third "
+                        "more work per D update. It needs D's noise or dropout: without them the passes agree")
     g.add_argument("--pt_weight", type=float, default=0.0, help="pull-away term on generated features (Dai et al.)")
     g.add_argument("--vat_weight", type=config.non_negative_float, default=0.0,
                    help="virtual adversarial training (Miyato et al.) of D's class posterior on unlabelled images")

@@ -182,6 +182,14 @@ def test_heads_and_generator_losses_train(dsdir, tmp_path, head, g_loss, augment
     assert loss_bal and all(0 < v <= np.log(3) + 1e-6 for v in loss_bal.values())
 
 
+def test_consistency_compares_two_passes_over_the_same_unlabelled_images(dsdir, tmp_path):
+    """Without D's noise the two passes agree exactly, so a term that compared other rows would show."""
+    train(dsdir, tmp_path / "quiet", "--max_steps", "5", "--summary_every", "1", "--consistency_weight", "1",
+          "--d_input_noise", "0", "--d_hidden_noise", "0")
+    loss_cons = scalars(tmp_path / "quiet", "train/loss_cons")
+    assert len(loss_cons) == 5 and all(v == pytest.approx(0.0, abs=1e-6) for v in loss_cons.values())
+
+
 @pytest.mark.parametrize("arch", ["lenet", "conv"])
 def test_conv_archs_train_on_odd_rgb_size_and_evaluate(tmp_path, arch):
     make_tiny_dataset(tmp_path, "rgb", shape=(10, 14, 3))
