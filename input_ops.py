@@ -9,7 +9,7 @@ stream from the HDF5 file in sorted-index reads. The evaluation stream is plain 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import h5py
@@ -126,15 +126,29 @@ def _gather(split: Split, with_labels: bool):
     return fetch
 
 
+def mirror(images: tf.Tensor, labels: tf.Tensor, flip_class: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Mirror each image left-right with probability 1/2 if flip_class [num_class] (bool) is true for its label."""
+    flipped = tf.image.stateless_random_flip_left_right(images, seed)
+    return tf.where(tf.gather(flip_class, labels)[:, None, None, None], flipped, images)
+
+
 def labeled_stream(split: Split, indices: np.ndarray, batch: int, seed: int, start_step: int = 0,
-                   do_augment: bool = False) -> tf.data.Dataset:
-    """Endless (images [-1,1], labels) batches of the labelled subset, shuffled and repeated."""
+                   do_augment: bool = False, flip_classes: Sequence[int] = ()) -> tf.data.Dataset:
+    """Endless (images [-1,1], labels) batches of the labelled subset, shuffled and repeated.
+
+    Images of the classes in `flip_classes` are mirrored at random; `do_augment` shifts every image.
+    """
     batch = min(batch, len(indices)) if len(indices) >= 1 else batch
     gather = _gather(split, True)
+    flip_class = np.zeros(max([int(split.labels.max(initial=0)), *flip_classes]) + 1, bool)
+    flip_class[list(flip_classes)] = True
 
     def make(step, i):
         x, y = gather(i)
-        return (augment(scale(x), tf.stack([tf.cast(seed + 1, tf.int64), step])) if do_augment else scale(x)), y
+        s = tf.stack([tf.cast(seed + 1, tf.int64), step])
+        if flip_class.any():
+            x = mirror(x, y, tf.constant(flip_class), tf.random.experimental.stateless_fold_in(s, 1))
+        return (augment(scale(x), s) if do_augment else scale(x)), y
 
     return _index_batches(indices, batch, seed + 1, start_step).map(make).prefetch(tf.data.AUTOTUNE)
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import config
+import datasets
 import evaler
 import input_ops
 import model
@@ -113,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random 2-pixel translations of the labelled real images, or of all real images (the flag "
                         "alone: all), in the input pipeline; diff: of every image D trains on, the generated ones "
                         "too, inside the train step, so G's gradient passes through them (DiffAugment)")
+    g.add_argument("--flip_classes", default="auto", metavar="auto|none|all|CLASSES",
+                   help="mirror the labelled images of these classes left-right at random: a comma-separated list "
+                        "of class names or indices, for classes whose mirror image is still that class and looks "
+                        "like the data. auto: the dataset's list (fashion_mnist: all but the three shoe classes, "
+                        "which all point left; none for digits, cifar10 and own folders)")
     g.add_argument("--mixed_precision", nargs="?", const="float16", default=None, choices=("float16", "bfloat16"),
                    help="compute in float16 (GPUs; dynamic loss scaling) or bfloat16 (CPUs with AVX512-BF16/AMX) "
                         "with float32 weights and losses; the flag alone means float16")
@@ -247,6 +253,23 @@ def _write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
+
+
+def flip_classes(spec: str, dataset: str, class_names: list[str]) -> list[int]:
+    """--flip_classes as sorted class indices; a name or index the dataset lacks is a UserError."""
+    if spec in ("none", "all"):
+        return list(range(len(class_names))) if spec == "all" else []
+    names = datasets.mirror_classes(dataset) if spec == "auto" else [s.strip() for s in spec.split(",") if s.strip()]
+    indices = set()
+    for name in names:
+        if name in class_names:
+            indices.add(class_names.index(name))
+        elif name.isdigit() and int(name) < len(class_names):
+            indices.add(int(name))
+        else:
+            raise UserError(f"--flip_classes: {name!r} is neither a class of {dataset} ({', '.join(class_names)}) "
+                            f"nor a class index below {len(class_names)}; fix the list, or pass none")
+    return sorted(indices)
 
 
 def labeled_indices(run: Path, labels: np.ndarray, args: argparse.Namespace, num_class: int) -> np.ndarray:
@@ -542,6 +565,8 @@ def train(args: argparse.Namespace) -> dict:
         tf.config.experimental.enable_op_determinism()
     path, info = config.resolve_dataset(args)
     # Everything is checked before the run dir is made: a bad flag leaves nothing behind.
+    flips = flip_classes(args.flip_classes, args.dataset, info.class_names)
+    args.flip_classes = ",".join(map(str, flips)) or "none"  # config.json records the classes, not "auto"
     run, record = choose_run_dir(args, info)
     train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
     test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)
@@ -570,7 +595,7 @@ def train(args: argparse.Namespace) -> dict:
           f"of {len(train_split)} train images, "
           f"{len(test_split)} test; steps {int(gan.step.numpy())} -> {max_steps}.  "
           f"TensorBoard: tensorboard --logdir {run.parent}")
-    ctx = RunContext(args, gan, manager, writer, loop, read_metrics, train_split, test_split, lab_idx, run,
+    ctx = RunContext(args, gan, manager, writer, loop, read_metrics, train_split, test_split, lab_idx, flips, run,
                      info, z_fixed, max_steps, strategy, chief)
     stop = StopFlag()
     try:
@@ -617,19 +642,19 @@ def check_sizes(args: argparse.Namespace, n_train: int, n_test: int, replicas: i
 class RunContext:
     """What the loop and the end of a run share (a plain record of the objects built in train)."""
 
-    def __init__(self, args, gan, manager, writer, loop, read_metrics, train_split, test_split, lab_idx, run,
+    def __init__(self, args, gan, manager, writer, loop, read_metrics, train_split, test_split, lab_idx, flips, run,
                  info, z_fixed, max_steps, strategy, chief):
         self.strategy, self.chief = strategy, chief
         self.args, self.gan, self.manager, self.writer = args, gan, manager, writer
         self.loop, self.read_metrics = loop, read_metrics
-        self.train_split, self.test_split, self.lab_idx = train_split, test_split, lab_idx
+        self.train_split, self.test_split, self.lab_idx, self.flips = train_split, test_split, lab_idx, flips
         self.run, self.info, self.z_fixed, self.max_steps = run, info, z_fixed, max_steps
 
     def iterators(self):
         """Fresh labelled and unlabelled iterators positioned at the current step."""
         a, step = self.args, int(self.gan.step.numpy())
         lab = input_ops.labeled_stream(self.train_split, self.lab_idx, a.batch_size, a.seed, step,
-                                       a.augment in ("labeled", "all"))
+                                       a.augment in ("labeled", "all"), self.flips)
         unl = input_ops.unlabeled_stream(self.train_split, a.batch_size, a.seed, step, a.augment == "all")
         dist = self.strategy.experimental_distribute_dataset
         return iter(dist(input_ops.shard_by_data(lab))), iter(dist(input_ops.shard_by_data(unl)))

@@ -5,6 +5,7 @@ Every dataset lives in one file, `<dataset_dir>/<name>/data.hdf5` (see format.py
 source is one module plus one line here. A source module defines:
 
     HEIGHT, WIDTH, CHANNELS, CLASS_NAMES, HOMEPAGE
+    MIRROR_CLASSES  the classes whose labelled images the trainer mirrors by default (--flip_classes auto)
     MIRRORS     base URLs (HTTPS), tried in order; a raw file's URL is base + file name
     FILES       {raw file name: (accepted SHA-256, ...)}, pinned
     LOCAL_DIRS  folders searched for the raw files before any download (may be empty)
@@ -40,6 +41,12 @@ def source(name: str) -> ModuleType:
         raise UserError(f"unknown dataset {name!r}; known: {', '.join(SOURCES)} "
                         "(for your own images use: python download.py --folder data/NAME)")
     return SOURCES[name]
+
+
+def mirror_classes(name: str) -> list[str]:
+    """The classes of dataset `name` whose mirror images are images of that class: its source's MIRROR_CLASSES,
+    none for an own image folder."""
+    return list(SOURCES[name].MIRROR_CLASSES) if name in SOURCES else []
 
 
 def add_dataset_dir_flag(parser: argparse.ArgumentParser) -> None:

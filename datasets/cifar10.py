@@ -14,6 +14,8 @@ from errors import UserError
 
 HEIGHT, WIDTH, CHANNELS = 32, 32, 3
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+# Every class is mirror-symmetric, but flips are not measured here (no network): off until they are.
+MIRROR_CLASSES: list[str] = []
 HOMEPAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 MIRRORS = ["https://www.cs.toronto.edu/~kriz/"]
 ARCHIVE = "cifar-10-binary.tar.gz"

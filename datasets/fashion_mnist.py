@@ -8,6 +8,9 @@ from datasets.mnist import load  # noqa: F401  (identical idx files: the source'
 HEIGHT, WIDTH, CHANNELS = 28, 28, 1
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+# Classes whose mirror image is an image of the same class that the data could hold. The shoes all
+# point left: mirrored, they are images the test set never shows (flipping them hurt; docs/experiments.md).
+MIRROR_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt", "Bag"]
 HOMEPAGE = "https://github.com/zalandoresearch/fashion-mnist"
 # The official S3 site is HTTP only; GitHub serves the same files over HTTPS. The Keras mirror
 # serves files of the same byte sizes; every file is checked against FILES whichever mirror sent it.

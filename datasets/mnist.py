@@ -11,6 +11,7 @@ from errors import UserError
 
 HEIGHT, WIDTH, CHANNELS = 28, 28, 1
 CLASS_NAMES = [str(d) for d in range(10)]
+MIRROR_CLASSES: list[str] = []  # a mirrored digit is not a digit
 HOMEPAGE = "http://yann.lecun.com/exdb/mnist/"
 # yann.lecun.com no longer serves the files freely; these two mirrors hold the identical files.
 MIRRORS = [

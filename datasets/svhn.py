@@ -10,6 +10,7 @@ from errors import UserError
 
 HEIGHT, WIDTH, CHANNELS = 32, 32, 3
 CLASS_NAMES = [str(d) for d in range(10)]
+MIRROR_CLASSES: list[str] = []  # a mirrored digit is not a digit
 HOMEPAGE = "http://ufldl.stanford.edu/housenumbers/"
 MIRRORS = ["https://ufldl.stanford.edu/housenumbers/"]
 # SHA-256 as pinned by tensorflow/datasets (url_checksums/svhn_cropped.txt) and torchvision's prototype.

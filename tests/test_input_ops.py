@@ -76,3 +76,22 @@ def test_augmented_stream_resumes_with_the_same_shifted_batches(path):
     resumed = list(input_ops.unlabeled_stream(split, 12, 0, start_step=3, do_augment=True).take(2).as_numpy_iterator())
     for a, b in zip(full[3:], resumed):
         np.testing.assert_array_equal(a, b)
+
+
+def test_labeled_stream_mirrors_only_the_flip_classes_and_resumes_with_the_same_flips(path):
+    split = input_ops.load_split(path, "train")
+    idx = input_ops.select_labeled(split.labels, 30, 3, seed=0)
+    plain = list(input_ops.labeled_stream(split, idx, 12, seed=0).take(10).as_numpy_iterator())
+    flipped = list(input_ops.labeled_stream(split, idx, 12, seed=0, flip_classes=[1]).take(10).as_numpy_iterator())
+    mirrored = []
+    for (xa, ya), (xb, yb) in zip(plain, flipped):
+        np.testing.assert_array_equal(ya, yb)  # the same images in the same order
+        np.testing.assert_array_equal(xa[ya != 1], xb[yb != 1])
+        for a, b in zip(xa[ya == 1], xb[yb == 1]):
+            assert np.array_equal(a, b) or np.array_equal(a[:, ::-1], b)
+            mirrored.append(not np.array_equal(a, b))
+    assert len(mirrored) == 40 and 0.25 < np.mean(mirrored) < 0.75
+    resumed = list(input_ops.labeled_stream(split, idx, 12, seed=0, start_step=6, flip_classes=[1])
+                   .take(4).as_numpy_iterator())
+    for (xa, _), (xb, _) in zip(flipped[6:], resumed):
+        np.testing.assert_array_equal(xa, xb)

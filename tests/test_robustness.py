@@ -118,6 +118,7 @@ BAD_INPUTS = [
     ("negative hidden noise", "trainer", ["--d_hidden_noise", "-1"], r"must be >= 0, got -1"),
     ("hidden noise for conv", "trainer", ["--arch", "conv", "--d_hidden_noise", "0.3"], r"conv D has dropout instead"),
     ("dropout of every pixel", "trainer", ["--d_input_dropout", "1"], r"must be below 1, got 1"),
+    ("unknown flip class", "trainer", ["--flip_classes", "class0,hat"], r"'hat' is neither a class of tiny"),
     ("height disagrees", "trainer", ["--input_height", "28"], r"--input_height 28 does not match dataset tiny"),
     ("negative steps", "trainer", ["--max_steps", "-1"], r"--max_steps must be >= 0"),
     ("unwritable train_dir", "trainer", ["--train_dir", "/proc/ssgan-run"], r"cannot write to run dir"),

@@ -306,3 +306,29 @@ def test_a_test_split_streamed_from_its_file_trains_and_evaluates(dsdir, tmp_pat
     report = evaler.main(["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir),
                           "--in_memory", "no"])[0]
     assert report["step"] == 5 and report["accuracy"] == result["test_accuracy"]
+
+
+def test_flip_classes_resolve_to_indices_by_name_index_or_the_datasets_own_list():
+    fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert trainer.flip_classes("auto", "fashion_mnist", fashion) == [0, 1, 2, 3, 4, 6, 8]  # not the shoes
+    assert trainer.flip_classes("auto", "mnist", [str(d) for d in range(10)]) == []
+    assert trainer.flip_classes("auto", "my_folder", ["cat", "dog"]) == []
+    assert trainer.flip_classes("Shirt, 0,Shirt", "fashion_mnist", fashion) == [0, 6]
+    assert trainer.flip_classes("all", "my_folder", ["cat", "dog"]) == [0, 1]
+    assert trainer.flip_classes("none", "fashion_mnist", fashion) == []
+    with pytest.raises(trainer.UserError, match="'10' is neither a class of fashion_mnist"):
+        trainer.flip_classes("10", "fashion_mnist", fashion)
+
+
+def test_a_run_records_its_flip_classes_and_a_run_from_before_the_flag_resumes_unflipped(dsdir, tmp_path, capsys):
+    run = tmp_path / "flip"
+    train(dsdir, run, "--max_steps", "5", "--flip_classes", "class1,0")
+    assert json.loads((run / "config.json").read_text())["flip_classes"] == "0,1"
+    assert train(dsdir, run, "--max_steps", "10", "--flip_classes", "0,class1")["step"] == 10
+    with pytest.raises(SystemExit):
+        train(dsdir, run, "--max_steps", "15")  # auto: none for a dataset of its own
+    assert "was trained with --flip_classes '0,1', not 'none'" in capsys.readouterr().err
+    cfg = json.loads((run / "config.json").read_text())
+    del cfg["flip_classes"]  # as written by a version without the flag: no class was mirrored
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert train(dsdir, run, "--max_steps", "15")["step"] == 15
