@@ -272,6 +272,16 @@ def flip_classes(spec: str, dataset: str, class_names: list[str]) -> list[int]:
     return sorted(indices)
 
 
+def resolve_flips(args: argparse.Namespace, class_names: list[str]) -> list[int]:
+    """--flip_classes as class indices; args.flip_classes becomes their plain spelling ("0,2" or "none").
+
+    config.json records that spelling, not "auto", whose meaning depends on the dataset (and may change).
+    """
+    flips = flip_classes(args.flip_classes, args.dataset, class_names)
+    args.flip_classes = ",".join(map(str, flips)) or "none"
+    return flips
+
+
 def labeled_indices(run: Path, labels: np.ndarray, args: argparse.Namespace, num_class: int) -> np.ndarray:
     """The labelled subset: read from the run dir when resuming, else drawn (balanced, seeded)."""
     path = run / "labeled_indices.json"
@@ -565,8 +575,7 @@ def train(args: argparse.Namespace) -> dict:
         tf.config.experimental.enable_op_determinism()
     path, info = config.resolve_dataset(args)
     # Everything is checked before the run dir is made: a bad flag leaves nothing behind.
-    flips = flip_classes(args.flip_classes, args.dataset, info.class_names)
-    args.flip_classes = ",".join(map(str, flips)) or "none"  # config.json records the classes, not "auto"
+    flips = resolve_flips(args, info.class_names)
     run, record = choose_run_dir(args, info)
     train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
     test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)

@@ -288,10 +288,13 @@ def reusable(old: dict[str, dict], cmds: dict) -> dict:
     import trainer  # TensorFlow: loaded only when there is something to compare
 
     def same(recorded: dict, cmd: str) -> bool:
-        today = trainer.flags_record(trainer.parse_args(shlex.split(cmd)[2:]))
-        return not trainer.config_diff(recorded, today, ignore={"dataset_info"})
+        args = trainer.parse_args(shlex.split(cmd)[2:])
+        trainer.resolve_flips(args, recorded["dataset_info"]["class_names"])  # as the trainer records them
+        return not trainer.config_diff(recorded, trainer.flags_record(args), ignore={"dataset_info"})
 
-    return {k: old[c] for k, c in found.items() if "trainer_config" in old[c] and same(old[c]["trainer_config"], c)}
+    return {k: old[c] for k, c in found.items()
+            if "class_names" in old[c].get("trainer_config", {}).get("dataset_info", {})
+            and same(old[c]["trainer_config"], c)}
 
 
 # ---------------------------------------------------------------- main

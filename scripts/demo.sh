@@ -5,9 +5,9 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 STEPS=${DEMO_STEPS:-3000}
-# Named by networks: a run of an earlier default (the mlp in train_dir/demo-ssgan, lenet with the mlp G in
-# train_dir/demo-lenet-ssgan) is not resumed with other networks.
-export SSGAN=train_dir/demo-lenet-convg-ssgan SUP=train_dir/demo-lenet-convg-supervised
+# Named by their defaults: a run of an earlier default (the mlp in train_dir/demo-ssgan, lenet with the mlp G in
+# train_dir/demo-lenet-ssgan, no mirrored images in train_dir/demo-lenet-convg-*) is not resumed with others.
+export SSGAN=train_dir/demo-lenet-convg-flip-ssgan SUP=train_dir/demo-lenet-convg-flip-supervised
 python download.py fashion_mnist
 python trainer.py --dataset fashion_mnist --num_labeled 100 --max_steps "$STEPS" \
   --train_dir "$SSGAN"

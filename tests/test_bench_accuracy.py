@@ -70,18 +70,24 @@ def test_resume_reuses_only_runs_trained_as_the_command_trains_today():
     args = accuracy.parse_args(["--labels", "100", "--seeds", "1", "--methods", "ssgan"])
     key = (100, "ssgan", 0)
     cmd = shlex.join(accuracy.trainer_cmd(args, [], *key, Path("runs") / "r"))
-    # what the run's config.json holds: the command's flags and the dataset's description
-    today = {**trainer.flags_record(trainer.parse_args(shlex.split(cmd)[2:])), "dataset_info": {"height": 28}}
-    assert today["g_arch"] == "conv" and today["fm_features"] == "noisy"
+    # what the run's config.json holds: the command's flags as the trainer resolves them, and the dataset
+    trainer_args = trainer.parse_args(shlex.split(cmd)[2:])
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    trainer.resolve_flips(trainer_args, names)
+    today = {**trainer.flags_record(trainer_args), "dataset_info": {"height": 28, "class_names": names}}
+    assert today["g_arch"] == "conv" and today["fm_features"] == "noisy" and today["flip_classes"] == "0,1,2,3,4,6,8"
     assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": today}}, {key: cmd}) == {
         key: {"command": cmd, "trainer_config": today}}
     before_g_arch = {k: v for k, v in today.items() if k != "g_arch"}  # lenet with the mlp G, before stop 18
     other_fm = {**today, "fm_features": "clean"}  # a training default other than today's (not a model flag)
     other_lr = {**today, "lr": 0.001}
-    for recorded in (before_g_arch, other_fm, other_lr):
+    before_flips = {k: v for k, v in today.items() if k != "flip_classes"}  # no image mirrored, before stop 28
+    for recorded in (before_g_arch, other_fm, other_lr, before_flips):
         assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": recorded}}, {key: cmd}) == {}
     before_fm = {k: v for k, v in today.items() if k != "fm_features"}  # made before --fm_features: noisy
     assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": before_fm}}, {key: cmd}) == {
         key: {"command": cmd, "trainer_config": before_fm}}
     assert accuracy.reusable({cmd: {"command": cmd}}, {key: cmd}) == {}  # recorded before trainer_config
+    no_names = {**today, "dataset_info": {"height": 28}}  # recorded before config.json named the classes
+    assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": no_names}}, {key: cmd}) == {}
     assert accuracy.reusable({"other": {"command": "other"}}, {key: cmd}) == {}
