@@ -67,12 +67,13 @@ def test_resume_reuses_only_runs_trained_as_the_command_trains_today():
     import accuracy
 
     import trainer
+    from datasets import fashion_mnist
     args = accuracy.parse_args(["--labels", "100", "--seeds", "1", "--methods", "ssgan"])
     key = (100, "ssgan", 0)
     cmd = shlex.join(accuracy.trainer_cmd(args, [], *key, Path("runs") / "r"))
     # what the run's config.json holds: the command's flags as the trainer resolves them, and the dataset
     trainer_args = trainer.parse_args(shlex.split(cmd)[2:])
-    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    names = fashion_mnist.CLASS_NAMES
     trainer.resolve_flips(trainer_args, names)
     today = {**trainer.flags_record(trainer_args), "dataset_info": {"height": 28, "class_names": names}}
     assert today["g_arch"] == "conv" and today["fm_features"] == "noisy" and today["flip_classes"] == "0,1,2,3,4,6,8"
