@@ -15,10 +15,10 @@ MODEL_KEYS = ("arch", "g_arch", "head", "d_width", "g_width", "z_dim")
 
 # What a flag missing from an older config.json meant, where that differs from today's default:
 # the conv D dropped 20% of its input pixels before --d_input_dropout existed, lenet had the mlp G
-# before --g_arch existed, and no labelled image was mirrored before --flip_classes.
+# before --g_arch existed, and no labelled (unlabelled) image was mirrored before --flip_classes (--flip_unlabeled).
 LEGACY_DEFAULTS = {"d_input_dropout": lambda cfg: 0.2 if cfg.get("arch") == "conv" else 0.0,
                    "g_arch": lambda cfg: "conv" if cfg.get("arch") == "conv" else "mlp",
-                   "flip_classes": lambda cfg: "none"}
+                   "flip_classes": lambda cfg: "none", "flip_unlabeled": lambda cfg: "none"}
 
 
 def recorded(cfg: dict, key: str):

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "of class names or indices, for classes whose mirror image is still that class and looks "
                         "like the data. auto: the dataset's list (fashion_mnist: all but the three shoe classes, "
                         "which all point left; none for digits, cifar10 and own folders)")
+    g.add_argument("--flip_unlabeled", choices=("none", "predicted"), default="none",
+                   help="predicted: mirror each unlabelled image with probability 1/2 if D's EMA copy puts it in a "
+                        "--flip_classes class (its label is never read), before D and feature matching see it; "
+                        "one more forward pass of D per step")
     g.add_argument("--mixed_precision", nargs="?", const="float16", default=None, choices=("float16", "bfloat16"),
                    help="compute in float16 (GPUs; dynamic loss scaling) or bfloat16 (CPUs with AVX512-BF16/AMX) "
                         "with float32 weights and losses; the flag alone means float16")
@@ -376,9 +381,19 @@ METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_bal", "loss_vat
            "p_real", "p_fake")
 
 
-def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.Strategy):
+def mirror_guessed(classifier, images: tf.Tensor, flip_class: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Mirror each image left-right with probability 1/2 if flip_class [num_class] (bool) is true for the
+    class `classifier` (a D, run as at test time) puts it in: for unlabelled images, whose label is unknown."""
+    guess = tf.argmax(float32(classifier(images, training=False))[0], -1, output_type=tf.int32)
+    return input_ops.mirror(images, guess, flip_class, seed)
+
+
+def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.Strategy,
+                    flips: Sequence[int] = (), num_class: int = 0):
     """A tf.function running n steps from the two (distributed) iterators; returns D's last probabilities
-    and whether every loss stayed finite, and a reader of the metric means since the last read."""
+    and whether every loss stayed finite, and a reader of the metric means since the last read.
+
+    `flips` are the --flip_classes indices of the `num_class` classes, for --flip_unlabeled predicted."""
     with strategy.scope():
         sums = tf.Variable(tf.zeros([len(METRICS)]), trainable=False, name="metric_sums")
         count = tf.Variable(0.0, trainable=False)
@@ -392,6 +407,8 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
     consistency = args.consistency_weight > 0
     # VAT's finite-difference probe: a 1e-6 step vanishes when D computes in 16 bits (3 significant digits).
     vat_xi = 1.0 if args.mixed_precision else 1e-6
+    flip_unlabeled = args.flip_unlabeled == "predicted" and bool(flips) and not args.supervised_only
+    flip_class = tf.constant(np.isin(np.arange(num_class), flips)) if flip_unlabeled else None
 
     def class_logits(x):
         return float32(D(x, training=False))[0]
@@ -465,6 +482,8 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
         return loss_g
 
     def step(x_lab, y_lab, x_unl):
+        if flip_unlabeled:  # the same mirrored batch feeds D and feature matching
+            x_unl = mirror_guessed(gan.D_ema, x_unl, flip_class, gan.rng.make_seeds(1)[:, 0])
         m, p_real, p_fake = d_step(x_lab, y_lab, x_unl)
         m["loss_g"] = tf.constant(0.0)
         if not args.supervised_only:
@@ -597,7 +616,7 @@ def train(args: argparse.Namespace) -> dict:
     if max_steps == 0:
         print(f"Built the model in {run} (max_steps 0): nothing trained.")
         return {"run_dir": str(run), "step": int(gan.step.numpy())}
-    loop, read_metrics = make_train_loop(gan, args, strategy)
+    loop, read_metrics = make_train_loop(gan, args, strategy, flips, info.num_class)
     writer = tf.summary.create_file_writer(str(run / "logs")) if chief else tf.summary.create_noop_writer()
     z_fixed = model.grid_noise(args.seed, args.z_dim, 100)
     print(f"Training {run} on {args.dataset} ({strategy.num_replicas_in_sync} replica(s)): {len(lab_idx)} labelled "

@@ -333,3 +333,32 @@ def test_a_run_records_its_flip_classes_and_a_run_from_before_the_flag_resumes_u
     del cfg["flip_classes"]  # as written by a version without the flag: no class was mirrored
     (run / "config.json").write_text(json.dumps(cfg))
     assert train(dsdir, run, "--max_steps", "15")["step"] == 15
+
+
+def test_mirror_guessed_mirrors_only_images_the_classifier_puts_in_a_flip_class():
+    args = trainer.parse_args(["--dataset", "x", "--arch", "mlp", "--d_width", "16", "--g_width", "8", "--z_dim", "4"])
+    D = trainer.GAN(args, (6, 6, 1), 3).D_ema
+    images = tf.random.stateless_uniform([200, 6, 6, 1], [1, 2], -1.0, 1.0)
+    guess = np.argmax(D(images, training=False)[0].numpy(), -1)
+    assert len(set(guess)) > 1  # a random D still spreads random images over the classes
+    flip_class = tf.constant([True, False, True])
+    out = trainer.mirror_guessed(D, images, flip_class, tf.constant([3, 4])).numpy()
+    same = (out == images.numpy()).all(axis=(1, 2, 3))
+    mirrored = (out == images.numpy()[:, :, ::-1]).all(axis=(1, 2, 3))
+    assert (same | mirrored).all()
+    assert not mirrored[guess == 1].any()
+    in_flip = mirrored[guess != 1]
+    assert 0.3 < in_flip.mean() < 0.7  # each with probability 1/2
+    none = trainer.mirror_guessed(D, images, tf.constant([False] * 3), tf.constant([3, 4])).numpy()
+    assert (none == images.numpy()).all()
+
+
+def test_a_run_with_flip_unlabeled_predicted_trains_records_it_and_resumes_only_with_it(dsdir, tmp_path, capsys):
+    run = tmp_path / "flip_unl"
+    flags = ["--flip_classes", "all", "--flip_unlabeled", "predicted"]
+    assert train(dsdir, run, "--max_steps", "5", *flags)["step"] == 5
+    assert json.loads((run / "config.json").read_text())["flip_unlabeled"] == "predicted"
+    assert train(dsdir, run, "--max_steps", "10", *flags)["step"] == 10
+    with pytest.raises(SystemExit):
+        train(dsdir, run, "--max_steps", "15", "--flip_classes", "all")
+    assert "was trained with --flip_unlabeled 'predicted', not 'none'" in capsys.readouterr().err
