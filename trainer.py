@@ -120,10 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "of class names or indices, for classes whose mirror image is still that class and looks "
                         "like the data. auto: the dataset's list (fashion_mnist: all but the three shoe classes, "
                         "which all point left; none for digits, cifar10 and own folders)")
-    g.add_argument("--flip_unlabeled", choices=("none", "predicted"), default="none",
+    g.add_argument("--flip_unlabeled", choices=("none", "predicted"), default="predicted",
                    help="predicted: mirror each unlabelled image with probability 1/2 if D's EMA copy puts it in a "
                         "--flip_classes class (its label is never read), before D and feature matching see it; "
-                        "one more forward pass of D per step")
+                        "one more forward pass of D per step. Nothing to do without --flip_classes")
     g.add_argument("--mixed_precision", nargs="?", const="float16", default=None, choices=("float16", "bfloat16"),
                    help="compute in float16 (GPUs; dynamic loss scaling) or bfloat16 (CPUs with AVX512-BF16/AMX) "
                         "with float32 weights and losses; the flag alone means float16")
@@ -281,9 +281,13 @@ def resolve_flips(args: argparse.Namespace, class_names: list[str]) -> list[int]
     """--flip_classes as class indices; args.flip_classes becomes their plain spelling ("0,2" or "none").
 
     config.json records that spelling, not "auto", whose meaning depends on the dataset (and may change).
+    With no class to mirror, or no unlabelled images (--supervised_only), --flip_unlabeled does nothing and
+    is recorded as none, so such runs from before the flag resume.
     """
     flips = flip_classes(args.flip_classes, args.dataset, class_names)
     args.flip_classes = ",".join(map(str, flips)) or "none"
+    if not flips or args.supervised_only:
+        args.flip_unlabeled = "none"
     return flips
 
 

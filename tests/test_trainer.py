@@ -250,7 +250,7 @@ def test_a_run_from_before_a_flag_existed_still_resumes(dsdir, tmp_path, capsys)
     train(dsdir, run, "--max_steps", "10")
     cfg = json.loads((run / "config.json").read_text())
     for flag in ("deterministic", "nan_policy", "sup_smoothing", "d_hidden_noise", "balance_weight",
-                 "consistency_weight"):
+                 "consistency_weight", "flip_unlabeled"):
         del cfg[flag]  # as written before these flags
     (run / "config.json").write_text(json.dumps(cfg))
     assert train(dsdir, run, "--max_steps", "15")["step"] == 15
@@ -330,7 +330,7 @@ def test_a_run_records_its_flip_classes_and_a_run_from_before_the_flag_resumes_u
         train(dsdir, run, "--max_steps", "15")  # auto: none for a dataset of its own
     assert "was trained with --flip_classes '0,1', not 'none'" in capsys.readouterr().err
     cfg = json.loads((run / "config.json").read_text())
-    del cfg["flip_classes"]  # as written by a version without the flag: no class was mirrored
+    del cfg["flip_classes"], cfg["flip_unlabeled"]  # as written by a version without the flags: nothing mirrored
     (run / "config.json").write_text(json.dumps(cfg))
     assert train(dsdir, run, "--max_steps", "15")["step"] == 15
 
@@ -353,12 +353,15 @@ def test_mirror_guessed_mirrors_only_images_the_classifier_puts_in_a_flip_class(
     assert (none == images.numpy()).all()
 
 
-def test_a_run_with_flip_unlabeled_predicted_trains_records_it_and_resumes_only_with_it(dsdir, tmp_path, capsys):
+def test_a_run_with_flip_unlabeled_predicted_records_it_and_resumes_only_with_it(dsdir, tmp_path, capsys):
     run = tmp_path / "flip_unl"
     flags = ["--flip_classes", "all", "--flip_unlabeled", "predicted"]
     assert train(dsdir, run, "--max_steps", "5", *flags)["step"] == 5
     assert json.loads((run / "config.json").read_text())["flip_unlabeled"] == "predicted"
     assert train(dsdir, run, "--max_steps", "10", *flags)["step"] == 10
     with pytest.raises(SystemExit):
-        train(dsdir, run, "--max_steps", "15", "--flip_classes", "all")
+        train(dsdir, run, "--max_steps", "15", "--flip_classes", "all", "--flip_unlabeled", "none")
     assert "was trained with --flip_unlabeled 'predicted', not 'none'" in capsys.readouterr().err
+    plain = tmp_path / "no_flips"  # the default --flip_unlabeled, but no class to mirror
+    train(dsdir, plain, "--max_steps", "5")
+    assert json.loads((plain / "config.json").read_text())["flip_unlabeled"] == "none"
