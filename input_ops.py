@@ -126,10 +126,11 @@ def _gather(split: Split, with_labels: bool):
     return fetch
 
 
-def mirror(images: tf.Tensor, labels: tf.Tensor, flip_class: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Mirror each image left-right with probability 1/2 if flip_class [num_class] (bool) is true for its label."""
+def mirror(images: tf.Tensor, labels: tf.Tensor, flip_classes: Sequence[int], seed: tf.Tensor) -> tf.Tensor:
+    """Mirror each image left-right with probability 1/2 if its label is one of `flip_classes`."""
     flipped = tf.image.stateless_random_flip_left_right(images, seed)
-    return tf.where(tf.gather(flip_class, labels)[:, None, None, None], flipped, images)
+    in_flip = tf.reduce_any(tf.equal(labels[:, None], tf.constant(list(flip_classes), labels.dtype)), -1)
+    return tf.where(in_flip[:, None, None, None], flipped, images)
 
 
 def labeled_stream(split: Split, indices: np.ndarray, batch: int, seed: int, start_step: int = 0,
@@ -140,14 +141,12 @@ def labeled_stream(split: Split, indices: np.ndarray, batch: int, seed: int, sta
     """
     batch = min(batch, len(indices)) if len(indices) >= 1 else batch
     gather = _gather(split, True)
-    flip_class = np.zeros(max([int(split.labels.max(initial=0)), *flip_classes]) + 1, bool)
-    flip_class[list(flip_classes)] = True
 
     def make(step, i):
         x, y = gather(i)
         s = tf.stack([tf.cast(seed + 1, tf.int64), step])
-        if flip_class.any():
-            x = mirror(x, y, tf.constant(flip_class), tf.random.experimental.stateless_fold_in(s, 1))
+        if flip_classes:
+            x = mirror(x, y, flip_classes, tf.random.experimental.stateless_fold_in(s, 1))
         return (augment(scale(x), s) if do_augment else scale(x)), y
 
     return _index_batches(indices, batch, seed + 1, start_step).map(make).prefetch(tf.data.AUTOTUNE)

@@ -385,19 +385,19 @@ METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_bal", "loss_vat
            "p_real", "p_fake")
 
 
-def mirror_guessed(classifier, images: tf.Tensor, flip_class: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Mirror each image left-right with probability 1/2 if flip_class [num_class] (bool) is true for the
-    class `classifier` (a D, run as at test time) puts it in: for unlabelled images, whose label is unknown."""
+def mirror_guessed(classifier, images: tf.Tensor, flip_classes: Sequence[int], seed: tf.Tensor) -> tf.Tensor:
+    """Mirror each image left-right with probability 1/2 if `classifier` (a D, run as at test time) puts it in
+    one of `flip_classes`: for unlabelled images, whose label is unknown."""
     guess = tf.argmax(float32(classifier(images, training=False))[0], -1, output_type=tf.int32)
-    return input_ops.mirror(images, guess, flip_class, seed)
+    return input_ops.mirror(images, guess, flip_classes, seed)
 
 
 def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.Strategy,
-                    flips: Sequence[int] = (), num_class: int = 0):
+                    flips: Sequence[int] = ()):
     """A tf.function running n steps from the two (distributed) iterators; returns D's last probabilities
     and whether every loss stayed finite, and a reader of the metric means since the last read.
 
-    `flips` are the --flip_classes indices of the `num_class` classes, for --flip_unlabeled predicted."""
+    `flips` are the --flip_classes class indices, for --flip_unlabeled predicted."""
     with strategy.scope():
         sums = tf.Variable(tf.zeros([len(METRICS)]), trainable=False, name="metric_sums")
         count = tf.Variable(0.0, trainable=False)
@@ -412,7 +412,6 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
     # VAT's finite-difference probe: a 1e-6 step vanishes when D computes in 16 bits (3 significant digits).
     vat_xi = 1.0 if args.mixed_precision else 1e-6
     flip_unlabeled = args.flip_unlabeled == "predicted" and bool(flips) and not args.supervised_only
-    flip_class = tf.constant(np.isin(np.arange(num_class), flips)) if flip_unlabeled else None
 
     def class_logits(x):
         return float32(D(x, training=False))[0]
@@ -487,7 +486,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
 
     def step(x_lab, y_lab, x_unl):
         if flip_unlabeled:  # the same mirrored batch feeds D and feature matching
-            x_unl = mirror_guessed(gan.D_ema, x_unl, flip_class, gan.rng.make_seeds(1)[:, 0])
+            x_unl = mirror_guessed(gan.D_ema, x_unl, flips, gan.rng.make_seeds(1)[:, 0])
         m, p_real, p_fake = d_step(x_lab, y_lab, x_unl)
         m["loss_g"] = tf.constant(0.0)
         if not args.supervised_only:
@@ -620,7 +619,7 @@ def train(args: argparse.Namespace) -> dict:
     if max_steps == 0:
         print(f"Built the model in {run} (max_steps 0): nothing trained.")
         return {"run_dir": str(run), "step": int(gan.step.numpy())}
-    loop, read_metrics = make_train_loop(gan, args, strategy, flips, info.num_class)
+    loop, read_metrics = make_train_loop(gan, args, strategy, flips)
     writer = tf.summary.create_file_writer(str(run / "logs")) if chief else tf.summary.create_noop_writer()
     z_fixed = model.grid_noise(args.seed, args.z_dim, 100)
     print(f"Training {run} on {args.dataset} ({strategy.num_replicas_in_sync} replica(s)): {len(lab_idx)} labelled "
