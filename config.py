@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import datasets
@@ -61,6 +62,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """argparse type: a number >= 0."""
     try:
@@ -80,10 +103,43 @@ def rate(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """argparse type: a fraction in [0, 1]."""
+    value = non_negative_float(text)
+    if not value <= 1:
+        raise argparse.ArgumentTypeError(f"must be at most 1, got {text}")
+    return value
+
+
+def read_run_config(run: Path) -> dict:
+    """A run dir's config.json; an unreadable or damaged one is a UserError naming the file."""
+    path = Path(run) / "config.json"
+    try:
+        cfg = json.loads(path.read_text())
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or e})") from None
+    except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError
+        raise UserError(f"{path} is damaged ({str(e).splitlines()[0][:80]}); restore it from a copy, "
+                        "or train a new run") from None
+    if not isinstance(cfg, dict) or "dataset_info" not in cfg:
+        raise UserError(f"{path} is not a run's config (no dataset_info); restore it from a copy, or train a new run")
+    return cfg
+
+
+def dataset_record(info: fmt.DatasetInfo) -> dict:
+    """What config.json records of the dataset: image shape and classes and, for an own image folder, which files
+    (and which split of them) the run's labelled indices and test split refer to."""
+    record = {"height": info.height, "width": info.width, "channels": info.channels, "num_class": info.num_class,
+              "class_names": info.class_names}
+    if "fingerprint" in info.extra:
+        record["files"] = {k: info.extra.get(k) for k in ("fingerprint", "seed", "test_fraction")}
+    return record
+
+
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     """--dataset and where/how to read it; --input_height/--input_width/--num_class as in the original toolkit."""
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", required=True,
+    g.add_argument("--dataset", required=True, type=lambda name: name.rstrip("/") or name,
                    help="a downloaded dataset (mnist, fashion_mnist, cifar10, svhn) or a folder name under --data_dir")
     datasets.add_dataset_dir_flag(g)
     g.add_argument("--data_dir", default="data", help="where your own image folders live (data/<NAME>/<class>/...)")
@@ -101,7 +157,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="own folders without a test/ folder: share of each class held out for testing")
     g.add_argument("--in_memory", choices=("auto", "yes", "no"), default="auto",
                    help="hold images in memory, or stream from the HDF5 file (auto: by --memory_budget_gb)")
-    g.add_argument("--memory_budget_gb", type=float, default=4.0, help="largest split held in memory with auto")
+    g.add_argument("--memory_budget_gb", type=positive_float, default=4.0,
+                   help="largest split held in memory with auto")
     g.add_argument("--batch_size", type=positive_int, default=100, help="images per batch (each stream)")
 
 
@@ -117,8 +174,8 @@ def add_model_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
                         f"({', '.join(f'{a}: {g}' for a, g in model.DEFAULT_GENERATOR.items())})")
     g.add_argument("--head", choices=model.HEADS, default=d("implicit"),
                    help="implicit: n logits, fake logit 0 (Salimans); nplus1: explicit n+1 softmax (Odena)")
-    g.add_argument("--d_width", type=int, default=d(0), help="discriminator width (0: the arch's default)")
-    g.add_argument("--g_width", type=int, default=d(0),
+    g.add_argument("--d_width", type=non_negative_int, default=d(0), help="discriminator width (0: the arch's default)")
+    g.add_argument("--g_width", type=non_negative_int, default=d(0),
                    help="generator width (0: mlp G 500 units; conv G 32 channels with lenet, else 64)")
     g.add_argument("--z_dim", type=positive_int, default=d(100), help="generator noise dimension")
 

@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -163,6 +164,7 @@ def find_run(checkpoint: str) -> tuple[Path, list[str]]:
         if state is None or not state.all_model_checkpoint_paths:
             raise UserError(f"run dir {p} has no checkpoint yet; train it first with trainer.py")
         return p, list(state.all_model_checkpoint_paths)
+    p = Path(re.sub(r"\.(index|data-\d+-of-\d+)$", "", str(p)))  # a file of the checkpoint, as tab completes it
     if Path(str(p) + ".index").exists():
         run = p.parent.parent if p.parent.name == "ckpt" else p.parent
         if not (run / "config.json").exists():
@@ -172,12 +174,25 @@ def find_run(checkpoint: str) -> tuple[Path, list[str]]:
                     "(a path whose .index file exists)")
 
 
+def build_models(cfg: dict) -> tuple[tf.keras.Model, tf.keras.Model]:
+    """D and G as the run's config.json describes them, untrained."""
+    shape = image_shape(cfg)
+    return config.discriminator_of(cfg, shape, cfg["dataset_info"]["num_class"]), config.generator_of(cfg, shape)
+
+
 def load_classifier(run: Path, ckpt_path: str, weights: str = "ema"):
     """Rebuild D (and G) from the run's config.json and restore them; returns (cfg, D, G, step)."""
-    cfg = json.loads((run / "config.json").read_text())
-    shape = image_shape(cfg)
-    D, G = config.discriminator_of(cfg, shape, cfg["dataset_info"]["num_class"]), config.generator_of(cfg, shape)
+    cfg = config.read_run_config(run)
+    D, G = build_models(cfg)
     return cfg, D, G, restore_into(D, G, run, ckpt_path, weights)
+
+
+# What reading a checkpoint whose files were cut short (a crash, a full disk) or deleted raises.
+UNREADABLE = (tf.errors.OpError, IndexError)
+
+
+class UnreadableCheckpoint(UserError):
+    """A checkpoint whose files cannot be read."""
 
 
 def restore_into(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpt_path: str, weights: str = "ema") -> int:
@@ -186,10 +201,28 @@ def restore_into(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpt_path: str
     parts = {"D_ema" if weights == "ema" else "D": D, "G": G, "step": step}
     try:
         tf.train.Checkpoint(**parts).restore(ckpt_path).expect_partial().assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as e:
+    except UNREADABLE as e:
+        raise UnreadableCheckpoint(f"checkpoint {ckpt_path} is unreadable: its files are cut short or missing "
+                                   f"({type(e).__name__}); pass an earlier one of {run / 'ckpt'}") from None
+    except (ValueError, AssertionError) as e:
         raise UserError(f"checkpoint {ckpt_path} does not match the model in {run}/config.json "
                         f"({str(e).splitlines()[0][:200]})") from None
     return int(step.numpy())
+
+
+def restore_newest(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpts: list[str], weights: str = "ema"
+                   ) -> tuple[str, int]:
+    """Restore the newest readable of a run's checkpoints (oldest first), as the trainer resumes: an
+    unreadable one is skipped with a warning. Returns (checkpoint, step)."""
+    for ckpt in reversed(ckpts):
+        try:
+            return ckpt, restore_into(D, G, run, ckpt, weights)
+        except UnreadableCheckpoint as e:
+            if len(ckpts) == 1:
+                raise
+            print(f"warning: checkpoint {ckpt} is unreadable; using the one before it", file=sys.stderr)
+            last = e
+    raise UserError(f"no checkpoint of {run} is readable ({last}); train the run again") from None
 
 
 def check_against_config(args: argparse.Namespace, cfg: dict, run: Path) -> None:
@@ -244,9 +277,7 @@ def trained_preprocessing(args: argparse.Namespace, cfg: dict) -> argparse.Names
 def evaluate(args: argparse.Namespace) -> list[dict]:
     """Evaluate the asked checkpoint(s) on the dataset's test split; print and return the reports."""
     run, ckpts = find_run(args.checkpoint)
-    if not args.all:
-        ckpts = ckpts[-1:]
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = config.read_run_config(run)
     check_against_config(args, cfg, run)
     path, info = config.resolve_dataset(trained_preprocessing(args, cfg))
     trained = cfg["dataset_info"]
@@ -255,12 +286,14 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         raise UserError(f"dataset {args.dataset} is {info.height}x{info.width}x{info.channels} with "
                         f"{info.num_class} classes but the run {run} was trained on "
                         f"{trained['height']}x{trained['width']}x{trained['channels']} with {trained['num_class']}")
+    if "files" in trained and trained["files"] != config.dataset_record(info).get("files"):
+        print(f"warning: the image folder of {args.dataset} has changed since the run {run} was trained, so its "
+              "test split may now hold images the run trained on", file=sys.stderr)
     test = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)
     reports = []
-    _, D, G, _ = load_classifier(run, ckpts[0], args.weights)  # built once; each checkpoint restored into it
+    D, G = build_models(cfg)  # built once; each checkpoint restored into it
     batch = eval_batch(args.batch_size, info.shape)
-    for ckpt in ckpts:
-        step = restore_into(D, G, run, ckpt, args.weights)
+    for ckpt, step in _restored(D, G, run, ckpts, args):
         r = report(confusion_of(D, test, batch, info.num_class), info.class_names, ckpt, step)
         if args.samples > 0 and cfg.get("supervised_only") is False:
             r["samples_png"] = str(run / f"samples_{Path(ckpt).name}.png")
@@ -268,6 +301,21 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         print(json.dumps(r) if args.json else format_report(r) + "\n")
         reports.append(r)
     return reports
+
+
+def _restored(D, G, run: Path, ckpts: list[str], args: argparse.Namespace):
+    """(checkpoint, step) for each checkpoint to evaluate, restored into D and G: the newest readable one, or
+    with --all every one (an unreadable one is skipped with a warning)."""
+    if not args.all:
+        yield restore_newest(D, G, run, ckpts, args.weights)
+        return
+    for ckpt in ckpts:
+        try:
+            yield ckpt, restore_into(D, G, run, ckpt, args.weights)
+        except UnreadableCheckpoint as e:
+            if len(ckpts) == 1:
+                raise
+            print(f"warning: {e}; skipped", file=sys.stderr)
 
 
 def generate(G: tf.keras.Model, cfg: dict, n: int) -> np.ndarray:
@@ -299,10 +347,11 @@ def job_of(args: argparse.Namespace) -> str:
 def restore_latest(args: argparse.Namespace):
     """(run dir, cfg, checkpoint path, D, G, step) for --checkpoint, checked against the flags."""
     run, ckpts = find_run(args.checkpoint)
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = config.read_run_config(run)
     check_against_config(args, cfg, run)
-    _, D, G, step = load_classifier(run, ckpts[-1], args.weights)
-    return run, cfg, ckpts[-1], D, G, step
+    D, G = build_models(cfg)
+    ckpt, step = restore_newest(D, G, run, ckpts, args.weights)
+    return run, cfg, ckpt, D, G, step
 
 
 def image_shape(cfg: dict) -> tuple[int, int, int]:
@@ -401,13 +450,13 @@ def predict(args: argparse.Namespace) -> dict:
     """Classify --predict (a file or folder) and write the CSV to --output or stdout."""
     start = time.perf_counter()
     files = list_images(Path(args.predict))
-    run, ckpts = find_run(args.checkpoint)
-    cfg = json.loads((run / "config.json").read_text())
-    shape, step = image_shape(cfg), None
+    run, _ = find_run(args.checkpoint)
+    cfg = config.read_run_config(run)
+    shape, ckpt, step = image_shape(cfg), None, None
 
     def load():
-        nonlocal step
-        *_, D, _, step = restore_latest(args)
+        nonlocal ckpt, step
+        _, _, ckpt, D, _, step = restore_latest(args)
         return probabilities_fn(D, shape)
 
     kept, probs, bad = classify_files(files, shape, cfg.get("resize", "crop"), eval_batch(args.batch_size, shape),
@@ -421,7 +470,7 @@ def predict(args: argparse.Namespace) -> dict:
     else:
         sys.stdout.write(text)
     seconds = time.perf_counter() - start
-    print(f"classified {len(kept)} image(s) in {seconds:.2f} s with {ckpts[-1]} (step {step})"
+    print(f"classified {len(kept)} image(s) in {seconds:.2f} s with {ckpt} (step {step})"
           + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
     return {"classified": len(kept), "skipped": [f for f, _ in bad], "output": args.output, "seconds": seconds}
 

@@ -64,22 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_steps", type=int, default=None, help="training steps (default: from --epochs)")
     g.add_argument("--epochs", type=float, default=10, help="epochs of the unlabelled set, if --max_steps is unset")
     g.add_argument("--time_budget_min", type=float, default=None, help="stop (and save) after this many minutes")
-    g.add_argument("--lr", type=float, default=0.003, help="Adam learning rate of D and G")
-    g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (Salimans et al.: 0.5)")
-    g.add_argument("--lr_decay_start", type=float, default=0.5,
+    g.add_argument("--lr", type=config.positive_float, default=0.003, help="Adam learning rate of D and G")
+    g.add_argument("--beta1", type=config.rate, default=0.5, help="Adam beta1 (Salimans et al.: 0.5)")
+    g.add_argument("--lr_decay_start", type=config.fraction, default=0.5,
                    help="fraction of max_steps after which the LR decays linearly to 0 (1: no decay)")
     g.add_argument("--g_loss", choices=("fm", "gan"), default="fm", help="feature matching or non-saturating GAN loss")
     g.add_argument("--fm_features", choices=model.FEATURES, default="noisy",
                    help="D's features that feature matching and the pull-away term compare: its last hidden layer "
                         "after the Gaussian noise D adds to it in training, or before it (Salimans et al.; faster "
                         "early, level or behind at the end); the conv arch has no noise there")
-    g.add_argument("--g_steps", type=positive_or_zero, default=1, help="generator updates per discriminator update")
-    g.add_argument("--label_smoothing", type=float, default=0.0,
+    g.add_argument("--g_steps", type=config.non_negative_int, default=1,
+                   help="generator updates per discriminator update")
+    g.add_argument("--label_smoothing", type=config.rate, default=0.0,
                    help="one-sided smoothing of D's real/fake loss: real target 1 - s")
     g.add_argument("--sup_smoothing", type=config.rate, default=0.0,
                    help="label smoothing of the labelled images' class targets: 1 - s + s/n on the true class")
-    g.add_argument("--unsup_weight", type=float, default=1.0, help="weight of D's real/fake loss")
-    g.add_argument("--entropy_weight", type=float, default=0.0, help="entropy minimisation on unlabelled (Dai et al.)")
+    g.add_argument("--unsup_weight", type=config.non_negative_float, default=1.0, help="weight of D's real/fake loss")
+    g.add_argument("--entropy_weight", type=config.non_negative_float, default=0.0,
+                   help="entropy minimisation on unlabelled (Dai et al.)")
     g.add_argument("--balance_weight", type=config.non_negative_float, default=0.0,
                    help="weight of KL(D's mean class posterior on each replica's unlabelled batch || uniform): "
                         "spreads its predictions evenly over the classes (CatGAN's marginal entropy); for balanced "
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "unlabelled batch, each with its own noise and --augment diff shift (the Pi-model of Laine "
                         "& Aila, without its ramp-up); D's pass then takes the unlabelled batch twice, about a third "
                         "more work per D update. It needs D's noise or dropout: without them the passes agree")
-    g.add_argument("--pt_weight", type=float, default=0.0, help="pull-away term on generated features (Dai et al.)")
+    g.add_argument("--pt_weight", type=config.non_negative_float, default=0.0,
+                   help="pull-away term on generated features (Dai et al.)")
     g.add_argument("--vat_weight", type=config.non_negative_float, default=0.0,
                    help="virtual adversarial training (Miyato et al.) of D's class posterior on unlabelled images")
     g.add_argument("--vat_eps", type=config.non_negative_float, default=3.0,
@@ -105,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--d_input_dropout", type=config.rate, default=0.0,
                    help="fraction of input pixels D drops in training (Salimans et al.'s CIFAR-10 net: 0.2; it "
                         "hurts on images with a constant background such as Fashion-MNIST)")
-    g.add_argument("--ema_decay", type=float, default=0.999, help="Polyak/EMA decay of D's weights used for eval")
+    g.add_argument("--ema_decay", type=config.rate, default=0.999, help="Polyak/EMA decay of D's weights used for eval")
     g.add_argument("--nan_policy", choices=("stop", "restore"), default="stop",
                    help="on a NaN/Inf loss: stop (keeping the last good checkpoint), or roll back and halve the LR")
     g.add_argument("--deterministic", action="store_true",
@@ -134,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one device; all local GPUs (or --cpu_devices) mirrored; several machines (TF_CONFIG)")
     g.add_argument("--cpu_devices", type=config.positive_int, default=1,
                    help="split the CPU into N logical devices (to run --strategy mirrored without GPUs)")
-    g.add_argument("--collective_timeout", type=float, default=120.0,
+    g.add_argument("--collective_timeout", type=config.positive_float, default=120.0,
                    help="multi_worker: seconds before a lost peer makes the run stop with an error")
     g = p.add_argument_group("run dir, checkpoints and summaries")
     g.add_argument("--train_dir", default=None,
@@ -149,14 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps_per_loop", type=config.positive_int, default=50,
                    help="training steps per compiled call (at most summary_every)")
     return p
-
-
-def positive_or_zero(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 FLAG_DEFAULTS = {a.dest: a.default for a in build_parser()._actions}
@@ -177,21 +172,40 @@ def _parse_num_labeled(text: str) -> int | None:
 def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
     """The run dir (a new one, or the one to resume) and the config record; writes nothing."""
     record = flags_record(args)
-    record["dataset_info"] = {"height": info.height, "width": info.width, "channels": info.channels,
-                              "num_class": info.num_class, "class_names": info.class_names}
+    record["dataset_info"] = config.dataset_record(info)
     run = Path(args.train_dir) if args.train_dir else _default_run_dir(args, record)
-    cfg_path = run / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+    if (run / "config.json").exists():
+        old = config.read_run_config(run)
+        change = dataset_change(old["dataset_info"], record["dataset_info"])
+        if change:
+            raise UserError(f"{run} was trained on {change}")
         diff = config_diff(old, record)
         if diff:
-            k = diff[0]
-            raise UserError(f"{run} was trained with --{k} {recorded_value(old, k)!r}, not "
-                            f"{record.get(k)!r}; "
-                            f"pass the same flags to resume it, or choose a new --train_dir")
+            given = ", ".join(f"--{k} {recorded_value(old, k)!r}, not {record.get(k)!r}" for k in diff[:3])
+            raise UserError(f"{run} was trained with {given}; pass the same flags to resume it, or choose a new "
+                            "--train_dir")
     elif run.exists() and not run.is_dir():
         raise UserError(f"--train_dir {run} is a file; choose a folder")
     return run, record
+
+
+def dataset_change(old: dict, new: dict) -> str | None:
+    """How the dataset a run was trained on (its config.json's dataset_info) differs from `new`, and the fix;
+    None if it does not."""
+    shape, now = (old["height"], old["width"], old["channels"]), (new["height"], new["width"], new["channels"])
+    if shape != now:
+        sizes = f"--input_height {shape[0]} --input_width {shape[1]}" + (
+            f" --channels {shape[2]}" if shape[2] != now[2] else "")
+        return (f"{'x'.join(map(str, shape))} images, not {'x'.join(map(str, now))}; pass {sizes} to resume it "
+                "(an own image folder is converted at that size again), or choose a new --train_dir")
+    if old["class_names"] != new["class_names"]:
+        return (f"the classes {', '.join(old['class_names'])}, but the dataset now has "
+                f"{', '.join(new['class_names'])}; restore them to resume it, or choose a new --train_dir")
+    if "files" in old and old["files"] != new.get("files"):  # runs from before stop 32 did not record the files
+        return ("its image folder as it was, and the folder has changed since (images added, removed or edited), "
+                "so the run's labelled subset and test split would now be other images; restore the folder to "
+                "resume the run, or choose a new --train_dir")
+    return None
 
 
 def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray) -> None:
@@ -222,14 +236,19 @@ def flags_record(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k not in RUN_ONLY_KEYS}
 
 
+# Flags that trainer.py sets from others (resolve_flips): a difference in them follows from one in those.
+DERIVED_KEYS = ("flip_unlabeled",)
+
+
 def config_diff(old: dict, record: dict, ignore=RESUMABLE_KEYS) -> list[str]:
-    """Flags that differ between a run's config.json and this command (those in `ignore` aside).
+    """Flags that differ between a run's config.json and this command (those in `ignore` aside; the
+    dataset is compared by dataset_change), the ones trainer.py derives from others last.
 
     A flag missing from an older config.json counts as having had its default then (LEGACY_DEFAULTS) or
     now, so runs made before the flag existed still resume.
     """
-    keys = sorted(set(old) | set(record))
-    return [k for k in keys if k not in ignore and recorded_value(old, k) != record.get(k)]
+    keys = sorted(set(old) | set(record), key=lambda k: (k in DERIVED_KEYS, k))
+    return [k for k in keys if k not in ignore and k != "dataset_info" and recorded_value(old, k) != record.get(k)]
 
 
 def recorded_value(old: dict, k: str):
@@ -245,10 +264,12 @@ def _default_run_dir(args: argparse.Namespace, record: dict) -> Path:
     root = Path(args.runs_dir)
     if not args.new_run and root.is_dir():
         for run in sorted(root.glob(prefix + "*"), reverse=True):
-            cfg = run / "config.json"
-            if cfg.exists() and not (run / "result.json").exists():
-                old = json.loads(cfg.read_text())
-                if not config_diff(old, record):
+            if (run / "config.json").exists() and not (run / "result.json").exists():
+                try:
+                    old = config.read_run_config(run)
+                except UserError:  # a damaged run dir is not resumed by default; naming it with --train_dir says why
+                    continue
+                if not config_diff(old, record) and not dataset_change(old["dataset_info"], record["dataset_info"]):
                     print(f"Resuming the unfinished run {run} (same flags); --new_run starts afresh.")
                     return run
     return root / (prefix + time.strftime("%Y%m%d-%H%M%S"))
@@ -294,9 +315,16 @@ def resolve_flips(args: argparse.Namespace, class_names: list[str]) -> list[int]
 def labeled_indices(run: Path, labels: np.ndarray, args: argparse.Namespace, num_class: int) -> np.ndarray:
     """The labelled subset: read from the run dir when resuming, else drawn (balanced, seeded)."""
     path = run / "labeled_indices.json"
-    if path.exists():
-        return np.asarray(json.loads(path.read_text()), dtype=np.int64)
-    return input_ops.select_labeled(labels, args.num_labeled, num_class, args.seed)
+    if not path.exists():
+        return input_ops.select_labeled(labels, args.num_labeled, num_class, args.seed)
+    try:
+        idx = np.asarray(json.loads(path.read_text()), dtype=np.int64)
+    except (ValueError, TypeError):
+        idx = np.zeros([0, 0], np.int64)
+    if idx.ndim != 1 or not len(idx) or idx.min() < 0 or idx.max() >= len(labels) or (labels[idx] < 0).any():
+        raise UserError(f"{path} is damaged or does not fit the dataset's {len(labels)} training images; "
+                        "restore it from a copy, or choose a new --train_dir")
+    return idx
 
 
 # ---------------------------------------------------------------- signals
@@ -707,7 +735,7 @@ def restore(gan: GAN, manager: tf.train.CheckpointManager, run: Path) -> None:
         try:
             core.restore(path).expect_partial().assert_existing_objects_matched()  # full restores the rest
             full.restore(path).expect_partial()  # the optional state, where the checkpoint has it
-        except (tf.errors.OpError, IndexError) as e:  # files cut short or missing
+        except evaler.UNREADABLE as e:  # files cut short or missing
             print(f"warning: checkpoint {path} is unreadable ({type(e).__name__}); trying the one before it",
                   file=sys.stderr)
             continue
@@ -770,8 +798,11 @@ def _on_divergence(ctx: RunContext, step: int, bar) -> None:
     ctx.restores = getattr(ctx, "restores", 0) + 1
     if ctx.args.nan_policy != "restore" or last is None or ctx.restores > MAX_NAN_RESTORES:
         kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint had been written yet"
-        raise UserError(f"training diverged by step {step} (a loss became NaN/Inf); {kept}; lower --lr "
-                        "(or pass --nan_policy restore) and re-run")
+        fix = ("lower --lr (or pass --nan_policy restore)" if ctx.args.nan_policy != "restore" else
+               "lower --lr (--nan_policy restore had no checkpoint to roll back to; --ckpt_every sets how often "
+               "one is written)" if last is None else
+               f"lower --lr (--nan_policy restore rolled back {MAX_NAN_RESTORES} times)")
+        raise UserError(f"training diverged by step {step} (a loss became NaN/Inf); {kept}; {fix} and re-run")
     scale = float(ctx.gan.lr_scale.numpy()) / 2
     restore(ctx.gan, ctx.manager, ctx.run)
     ctx.gan.lr_scale.assign(scale)
@@ -821,6 +852,9 @@ def _finish(ctx: RunContext, status: str) -> dict:
         _write_json_atomic(ctx.run / "result.json", result)
     print(f"Step {step}: test accuracy {acc:.4f} ({len(ctx.test_split)} test images). Checkpoint: "
           f"{manager.latest_checkpoint}")
+    if status == "time":
+        print(f"Stopped by --time_budget_min {ctx.args.time_budget_min:g} at step {step} of {ctx.max_steps}; "
+              "re-run the same command to continue.")
     return result
 
 

@@ -1,6 +1,7 @@
 """The original toolkit's own-dataset usage, end to end: data/NAME/<class>/ images -> trainer -> evaler."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,37 @@ def test_evaluating_uses_the_runs_preprocessing_and_never_reconverts_the_folder(
                              str(tmp_path / "datasets"), "--checkpoint", str(run), "--json"])
     assert data.stat().st_mtime_ns == before
     assert report["num_examples"] == 12  # the run's 20% test split, not the evaler's default 10%
+
+
+def test_a_changed_folder_is_not_resumed_and_its_evaluation_warns(folder, tmp_path, capsys):
+    """The run's labelled indices and test split point into the folder as it was converted: after images are
+    added the trainer refuses to resume (they would now be other images), and the evaler warns."""
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    common = flags(data, tmp_path)
+    run = tmp_path / "run"
+    trainer.main([*common, "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS, "--max_steps", "5"])
+    images = tiny_images(np.zeros(5, int), (24, 32, 3), seed=5)
+    for i, x in enumerate(images):
+        Image.fromarray(x).save(data / "shapes" / "unlabeled" / "x" / f"new{i}.png")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        trainer.main([*common, "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS, "--max_steps", "10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and "the folder has changed since" in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    assert sorted(p.name for p in (run / "ckpt").glob("*.index")) == ["ckpt-5.index"]  # nothing trained on
+    (report,) = evaler.main([*common, "--checkpoint", str(run), "--json"])
+    assert "image folder of shapes has changed" in capsys.readouterr().err and report["step"] == 5
+
+
+def test_a_run_trained_at_another_size_names_the_size_flags_to_resume_it(folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    trainer.main([*flags(folder, tmp_path), "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS,
+                  "--max_steps", "5"])
+    with pytest.raises(SystemExit) as e:
+        trainer.main([*flags(folder, tmp_path, h=8, w=8), "--train_dir", str(run), "--num_labeled", "15",
+                      *TINY_FLAGS, "--max_steps", "10"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2
+    assert "12x16x3 images, not 8x8x3; pass --input_height 12 --input_width 16 to resume it" in err, err

@@ -62,6 +62,58 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(dsdir, tmp_pa
     assert result["step"] == 25
 
 
+def test_evaler_falls_back_from_an_unreadable_latest_checkpoint_of_a_run_dir(dsdir, tmp_path, capsys):
+    run = tmp_path / "r"
+    trainer.main(train_args(dsdir, run, "--max_steps", "20"))
+    for f in (run / "ckpt").glob("ckpt-20.data-*"):
+        f.write_bytes(f.read_bytes()[:100])
+    capsys.readouterr()
+    common = ["--dataset", "tiny", "--dataset_dir", str(dsdir), "--json"]
+    (report,) = evaler.main(["--checkpoint", str(run), *common])
+    assert report["step"] == 10 and "ckpt-20 is unreadable; using the one before it" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # named explicitly, it is an error, not a silent substitute
+        evaler.main(["--checkpoint", str(run / "ckpt" / "ckpt-20"), *common])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "Traceback" not in err
+    assert re.search(r"ckpt-20 is unreadable: its files are cut short or missing .*pass an earlier one",
+                     err.splitlines()[-1]), err
+    exported = evaler.main(["--checkpoint", str(run), "--export", str(tmp_path / "model")])
+    assert exported["step"] == 10
+    (report,) = evaler.main(["--checkpoint", str(run / "ckpt" / "ckpt-10.index"), *common])  # as tab completes it
+    assert report["step"] == 10
+
+
+def test_a_damaged_config_json_is_one_clear_line_for_trainer_and_evaler(dsdir, tmp_path, capsys):
+    run = tmp_path / "r"
+    trainer.main(train_args(dsdir, run, "--max_steps", "5"))
+    cfg = run / "config.json"
+    cfg.write_text(cfg.read_text()[:200])
+    for main, argv in ((trainer.main, train_args(dsdir, run, "--max_steps", "10")),
+                       (evaler.main, ["--dataset", "tiny", "--dataset_dir", str(dsdir), "--checkpoint", str(run)])):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and "Traceback" not in err
+        assert re.search(r"config\.json is damaged \(.*\); restore it from a copy", err.splitlines()[-1]), err
+
+
+def test_resuming_with_other_flags_names_the_flag_given_before_the_ones_derived_from_it(dsdir, tmp_path, capsys):
+    run = tmp_path / "r"
+    trainer.main(train_args(dsdir, run, "--max_steps", "5", "--flip_classes", "class0"))
+    with pytest.raises(SystemExit) as e:  # --supervised_only also turns --flip_unlabeled predicted into none
+        trainer.main(train_args(dsdir, run, "--max_steps", "10", "--flip_classes", "class0", "--supervised_only"))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2
+    assert "trained with --supervised_only False, not True, --flip_unlabeled 'predicted', not 'none'" in err, err
+
+
+def test_a_time_budget_stop_says_how_to_continue(dsdir, tmp_path, capsys):
+    result = trainer.main(train_args(dsdir, tmp_path / "r", "--max_steps", "50", "--time_budget_min", "1e-6"))
+    out = capsys.readouterr().out
+    assert result["stopped_by"] == "time" and result["step"] < 50
+    assert f"Stopped by --time_budget_min 1e-06 at step {result['step']} of 50; re-run the same command" in out
+
+
 def test_divergence_stops_with_a_clear_message_and_keeps_the_last_checkpoint(dsdir, tmp_path, capsys):
     run = tmp_path / "nan"
     trainer.main(train_args(dsdir, run, "--max_steps", "10"))
@@ -83,7 +135,15 @@ def test_nan_policy_restore_rolls_back_and_lowers_the_lr(dsdir, tmp_path, capsys
     out = capsys.readouterr()
     rollbacks = re.findall(r"rolled back to \S*ckpt-10 and halved the LR \(scale ([0-9.e-]+)\)", out.err + out.out)
     assert [float(x) for x in rollbacks] == [0.5, 0.25, 0.125, 0.0625, 0.03125]
-    assert e.value.code == 2 and "diverged" in out.err
+    assert e.value.code == 2 and "diverged" in out.err and "rolled back 5 times" in out.err
+
+
+def test_nan_policy_restore_with_no_checkpoint_yet_says_so(dsdir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        trainer.main(train_args(dsdir, tmp_path / "r", "--max_steps", "60", "--lr", "1e30", "--nan_policy", "restore"))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "no checkpoint had been written yet" in err
+    assert "had no checkpoint to roll back to" in err and "pass --nan_policy restore" not in err
 
 
 # ---------------------------------------------------------------- the table of bad inputs
@@ -118,6 +178,10 @@ BAD_INPUTS = [
     ("negative hidden noise", "trainer", ["--d_hidden_noise", "-1"], r"must be >= 0, got -1"),
     ("hidden noise for conv", "trainer", ["--arch", "conv", "--d_hidden_noise", "0.3"], r"conv D has dropout instead"),
     ("dropout of every pixel", "trainer", ["--d_input_dropout", "1"], r"must be below 1, got 1"),
+    ("negative width", "trainer", ["--d_width", "-3"], r"--d_width: must be >= 0, got -3"),
+    ("negative learning rate", "trainer", ["--lr", "-1"], r"--lr: must be a positive number, got -1"),
+    ("EMA decay above 1", "trainer", ["--ema_decay", "2"], r"--ema_decay: must be below 1, got 2"),
+    ("negative memory budget", "trainer", ["--memory_budget_gb", "-1"], r"must be a positive number, got -1"),
     ("unknown flip class", "trainer", ["--flip_classes", "class0,hat"], r"'hat' is neither a class of tiny"),
     ("height disagrees", "trainer", ["--input_height", "28"], r"--input_height 28 does not match dataset tiny"),
     ("negative steps", "trainer", ["--max_steps", "-1"], r"--max_steps must be >= 0"),
