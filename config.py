@@ -128,11 +128,11 @@ def read_run_config(run: Path) -> dict:
 
 def dataset_record(info: fmt.DatasetInfo) -> dict:
     """What config.json records of the dataset: image shape and classes and, for an own image folder, which files
-    (and which split of them) the run's labelled indices and test split refer to."""
+    the rows of its splits hold, to which the run's labelled indices and test split refer."""
     record = {"height": info.height, "width": info.width, "channels": info.channels, "num_class": info.num_class,
               "class_names": info.class_names}
-    if "fingerprint" in info.extra:
-        record["files"] = {k: info.extra.get(k) for k in ("fingerprint", "seed", "test_fraction")}
+    if "layout" in info.extra:  # conversions since stop 32: which file (and label) each row of each split holds
+        record["files"] = info.extra["layout"]
     return record
 
 
@@ -157,7 +157,7 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="own folders without a test/ folder: share of each class held out for testing")
     g.add_argument("--in_memory", choices=("auto", "yes", "no"), default="auto",
                    help="hold images in memory, or stream from the HDF5 file (auto: by --memory_budget_gb)")
-    g.add_argument("--memory_budget_gb", type=positive_float, default=4.0,
+    g.add_argument("--memory_budget_gb", type=non_negative_float, default=4.0,
                    help="largest split held in memory with auto")
     g.add_argument("--batch_size", type=positive_int, default=100, help="images per batch (each stream)")
 

@@ -203,7 +203,7 @@ def restore_into(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpt_path: str
         tf.train.Checkpoint(**parts).restore(ckpt_path).expect_partial().assert_existing_objects_matched()
     except UNREADABLE as e:
         raise UnreadableCheckpoint(f"checkpoint {ckpt_path} is unreadable: its files are cut short or missing "
-                                   f"({type(e).__name__}); pass an earlier one of {run / 'ckpt'}") from None
+                                   f"({type(e).__name__}); pass another checkpoint of {run}") from None
     except (ValueError, AssertionError) as e:
         raise UserError(f"checkpoint {ckpt_path} does not match the model in {run}/config.json "
                         f"({str(e).splitlines()[0][:200]})") from None
@@ -217,12 +217,12 @@ def restore_newest(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpts: list[
     for ckpt in reversed(ckpts):
         try:
             return ckpt, restore_into(D, G, run, ckpt, weights)
-        except UnreadableCheckpoint as e:
+        except UnreadableCheckpoint:
             if len(ckpts) == 1:
                 raise
             print(f"warning: checkpoint {ckpt} is unreadable; using the one before it", file=sys.stderr)
-            last = e
-    raise UserError(f"no checkpoint of {run} is readable ({last}); train the run again") from None
+    raise UserError(f"none of the {len(ckpts)} checkpoints of {run} is readable (their files are cut short or "
+                    "missing); delete its ckpt folder and train it again")
 
 
 def check_against_config(args: argparse.Namespace, cfg: dict, run: Path) -> None:
@@ -309,6 +309,7 @@ def _restored(D, G, run: Path, ckpts: list[str], args: argparse.Namespace):
     if not args.all:
         yield restore_newest(D, G, run, ckpts, args.weights)
         return
+    skipped = 0
     for ckpt in ckpts:
         try:
             yield ckpt, restore_into(D, G, run, ckpt, args.weights)
@@ -316,6 +317,10 @@ def _restored(D, G, run: Path, ckpts: list[str], args: argparse.Namespace):
             if len(ckpts) == 1:
                 raise
             print(f"warning: {e}; skipped", file=sys.stderr)
+            skipped += 1
+    if skipped == len(ckpts):
+        raise UserError(f"none of the {len(ckpts)} checkpoints of {run} is readable (their files are cut short or "
+                        "missing); delete its ckpt folder and train it again")
 
 
 def generate(G: tf.keras.Model, cfg: dict, n: int) -> np.ndarray:

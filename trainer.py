@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one device; all local GPUs (or --cpu_devices) mirrored; several machines (TF_CONFIG)")
     g.add_argument("--cpu_devices", type=config.positive_int, default=1,
                    help="split the CPU into N logical devices (to run --strategy mirrored without GPUs)")
-    g.add_argument("--collective_timeout", type=config.positive_float, default=120.0,
+    g.add_argument("--collective_timeout", type=config.non_negative_float, default=120.0,
                    help="multi_worker: seconds before a lost peer makes the run stop with an error")
     g = p.add_argument_group("run dir, checkpoints and summaries")
     g.add_argument("--train_dir", default=None,
@@ -176,14 +176,15 @@ def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
     run = Path(args.train_dir) if args.train_dir else _default_run_dir(args, record)
     if (run / "config.json").exists():
         old = config.read_run_config(run)
-        change = dataset_change(old["dataset_info"], record["dataset_info"])
-        if change:
-            raise UserError(f"{run} was trained on {change}")
         diff = config_diff(old, record)
         if diff:
             given = ", ".join(f"--{k} {recorded_value(old, k)!r}, not {record.get(k)!r}" for k in diff[:3])
-            raise UserError(f"{run} was trained with {given}; pass the same flags to resume it, or choose a new "
-                            "--train_dir")
+            more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
+            raise UserError(f"{run} was trained with {given}{more}; pass the same flags to resume it, or choose a "
+                            "new --train_dir")
+        change = dataset_change(old["dataset_info"], record["dataset_info"])
+        if change:
+            raise UserError(f"{run} was trained on {change}")
     elif run.exists() and not run.is_dir():
         raise UserError(f"--train_dir {run} is a file; choose a folder")
     return run, record
@@ -202,7 +203,7 @@ def dataset_change(old: dict, new: dict) -> str | None:
         return (f"the classes {', '.join(old['class_names'])}, but the dataset now has "
                 f"{', '.join(new['class_names'])}; restore them to resume it, or choose a new --train_dir")
     if "files" in old and old["files"] != new.get("files"):  # runs from before stop 32 did not record the files
-        return ("its image folder as it was, and the folder has changed since (images added, removed or edited), "
+        return ("its image folder as it was, and the folder has changed since (images added, removed or renamed), "
                 "so the run's labelled subset and test split would now be other images; restore the folder to "
                 "resume the run, or choose a new --train_dir")
     return None
@@ -254,6 +255,8 @@ def config_diff(old: dict, record: dict, ignore=RESUMABLE_KEYS) -> list[str]:
 def recorded_value(old: dict, k: str):
     """The value of flag `k` a run was made with, from its config.json `old`, in today's terms."""
     v = old[k] if k in old else config.LEGACY_DEFAULTS.get(k, lambda _: FLAG_DEFAULTS.get(k))(old)
+    if k == "dataset" and isinstance(v, str):  # recorded with a trailing slash before stop 32
+        v = v.rstrip("/") or v
     return LEGACY_VALUES.get(k, {}).get(v, v) if isinstance(v, bool) else v
 
 

@@ -12,7 +12,9 @@ Decisions:
   EXIF rotation applied) and resized to height x width by centre crop or stretch.
 - The train split is shuffled (seeded); the test split is in class order.
 - `extra` records a fingerprint of the files (relative paths, sizes, mtimes) and the settings;
-  a conversion is redone only when they differ (or `force=True`).
+  a conversion is redone only when they differ (or `force=True`). It also records the layout: which
+  file (and label) each row of each split holds, which a run's labelled indices and test split refer
+  to (a copy of the folder, with other mtimes, has the same layout).
 """
 from __future__ import annotations
 
@@ -480,17 +482,20 @@ def _write(path: Path, info: DatasetInfo, root: Path, splits: dict[str, list[tup
     total = sum(len(v) for v in splits.values())
     counts = {"train": np.zeros(info.num_class + 1, np.int64), "test": np.zeros(info.num_class + 1, np.int64)}
     skipped: list[tuple[str, str]] = []
+    layout = hashlib.sha256()  # which file (and label) each row of each split holds, in order
     pool = process_pool(workers, total)
     try:
         with Writer(path, info) as w, tqdm(total=total, unit="img", desc=f"converting {info.name}") as bar:
             results = ordered(_Task(str(root), info.shape, resize), tasks, pool, 2 * workers)
             for (split, items), (images, ok, bad) in zip(tasks, results, strict=True):
                 labels = np.array([items[i][1] for i in ok], dtype=np.int64)
+                layout.update("".join(f"{split}\0{items[i][0]}\0{items[i][1]}\n" for i in ok).encode())
                 if len(ok):
                     w.append(split, images, labels)
                 counts[split] += np.bincount(labels + 1, minlength=info.num_class + 1)
                 skipped += bad
                 bar.update(len(items))
+            info.extra["layout"] = layout.hexdigest()
             _finish(info, root, counts, skipped)
     finally:
         if pool is not None:

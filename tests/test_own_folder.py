@@ -1,6 +1,8 @@
 """The original toolkit's own-dataset usage, end to end: data/NAME/<class>/ images -> trainer -> evaler."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -68,34 +70,47 @@ def test_evaluating_uses_the_runs_preprocessing_and_never_reconverts_the_folder(
 
 
 def test_a_changed_folder_is_not_resumed_and_its_evaluation_warns(folder, tmp_path, capsys):
-    """The run's labelled indices and test split point into the folder as it was converted: after images are
-    added the trainer refuses to resume (they would now be other images), and the evaler warns."""
+    """The run's labelled indices and test split point into the folder as it was converted: new mtimes (a copy)
+    reconvert it to the same layout and the run resumes; after images are added the trainer refuses to resume
+    (they would now be other images), and the evaler warns."""
     data = tmp_path / "data"
     shutil.copytree(folder, data)
     common = flags(data, tmp_path)
     run = tmp_path / "run"
     trainer.main([*common, "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS, "--max_steps", "5"])
+    for f in (data / "shapes").rglob("*"):
+        os.utime(f, (1e9, 1e9))
+    converted = (tmp_path / "datasets" / "shapes" / "data.hdf5").stat().st_mtime_ns
+    assert trainer.main([*common, "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS,
+                         "--max_steps", "7"])["step"] == 7
+    assert (tmp_path / "datasets" / "shapes" / "data.hdf5").stat().st_mtime_ns != converted  # it was reconverted
     images = tiny_images(np.zeros(5, int), (24, 32, 3), seed=5)
     for i, x in enumerate(images):
         Image.fromarray(x).save(data / "shapes" / "unlabeled" / "x" / f"new{i}.png")
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        trainer.main([*common, "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS, "--max_steps", "10"])
+        trainer.main([*common, "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS, "--max_steps", "9"])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and "the folder has changed since" in err[-1], err
     assert "Traceback" not in "\n".join(err)
-    assert sorted(p.name for p in (run / "ckpt").glob("*.index")) == ["ckpt-5.index"]  # nothing trained on
+    assert sorted(p.name for p in (run / "ckpt").glob("*.index")) == ["ckpt-5.index", "ckpt-7.index"]
     (report,) = evaler.main([*common, "--checkpoint", str(run), "--json"])
-    assert "image folder of shapes has changed" in capsys.readouterr().err and report["step"] == 5
+    assert "image folder of shapes has changed" in capsys.readouterr().err and report["step"] == 7
 
 
-def test_a_run_trained_at_another_size_names_the_size_flags_to_resume_it(folder, tmp_path, capsys):
+def test_a_run_whose_folder_was_converted_at_another_size_since_names_the_size_flags(folder, tmp_path, capsys):
+    """A run started without size flags takes the folder's conversion as it was; once the folder is converted at
+    another size (by another run), resuming it says which sizes to pass."""
+    base = ["--dataset", "shapes", "--data_dir", str(folder), "--dataset_dir", str(tmp_path / "datasets"),
+            "--num_labeled", "15", *TINY_FLAGS]
     run = tmp_path / "run"
-    trainer.main([*flags(folder, tmp_path), "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS,
+    trainer.main([*base, "--train_dir", str(run), "--max_steps", "5"])
+    info = json.loads((run / "config.json").read_text())["dataset_info"]
+    trainer.main([*base, "--input_height", "8", "--input_width", "8", "--train_dir", str(tmp_path / "small"),
                   "--max_steps", "5"])
     with pytest.raises(SystemExit) as e:
-        trainer.main([*flags(folder, tmp_path, h=8, w=8), "--train_dir", str(run), "--num_labeled", "15",
-                      *TINY_FLAGS, "--max_steps", "10"])
+        trainer.main([*base, "--train_dir", str(run), "--max_steps", "10"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert e.value.code == 2
-    assert "12x16x3 images, not 8x8x3; pass --input_height 12 --input_width 16 to resume it" in err, err
+    assert (f"{info['height']}x{info['width']}x3 images, not 8x8x3; pass --input_height {info['height']} "
+            f"--input_width {info['width']} to resume it") in err, err

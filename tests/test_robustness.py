@@ -75,26 +75,56 @@ def test_evaler_falls_back_from_an_unreadable_latest_checkpoint_of_a_run_dir(dsd
         evaler.main(["--checkpoint", str(run / "ckpt" / "ckpt-20"), *common])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "Traceback" not in err
-    assert re.search(r"ckpt-20 is unreadable: its files are cut short or missing .*pass an earlier one",
+    assert re.search(r"ckpt-20 is unreadable: its files are cut short or missing .*pass another checkpoint of",
                      err.splitlines()[-1]), err
     exported = evaler.main(["--checkpoint", str(run), "--export", str(tmp_path / "model")])
     assert exported["step"] == 10
     (report,) = evaler.main(["--checkpoint", str(run / "ckpt" / "ckpt-10.index"), *common])  # as tab completes it
     assert report["step"] == 10
+    for f in (run / "ckpt").glob("ckpt-10.data-*"):
+        f.write_bytes(f.read_bytes()[:100])
+    for all_ in ([], ["--all"]):
+        with pytest.raises(SystemExit) as e:
+            evaler.main(["--checkpoint", str(run), *common, *all_])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and "none of the 2 checkpoints of" in err[-1], err
+        assert "is readable (their files are cut short or missing); delete its ckpt folder" in err[-1]
 
 
-def test_a_damaged_config_json_is_one_clear_line_for_trainer_and_evaler(dsdir, tmp_path, capsys):
+@pytest.mark.parametrize("damage, pattern", [
+    (lambda text: text[:200], r"config\.json is damaged \(.*\); restore it from a copy"),
+    (lambda text: "{}", r"config\.json is not a run's config \(no dataset_info\); restore it from a copy"),
+], ids=["cut short", "not a config"])
+def test_a_damaged_config_json_is_one_clear_line_for_trainer_and_evaler(damage, pattern, dsdir, tmp_path, capsys):
     run = tmp_path / "r"
     trainer.main(train_args(dsdir, run, "--max_steps", "5"))
     cfg = run / "config.json"
-    cfg.write_text(cfg.read_text()[:200])
+    cfg.write_text(damage(cfg.read_text()))
     for main, argv in ((trainer.main, train_args(dsdir, run, "--max_steps", "10")),
                        (evaler.main, ["--dataset", "tiny", "--dataset_dir", str(dsdir), "--checkpoint", str(run)])):
         with pytest.raises(SystemExit) as e:
             main(argv)
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and "Traceback" not in err
-        assert re.search(r"config\.json is damaged \(.*\); restore it from a copy", err.splitlines()[-1]), err
+        assert re.search(pattern, err.splitlines()[-1]), err
+
+
+def test_damaged_labeled_indices_are_one_clear_line(dsdir, tmp_path, capsys):
+    run = tmp_path / "r"
+    trainer.main(train_args(dsdir, run, "--max_steps", "5"))
+    for text in ("[1, 2", "[1, 2, 100000]"):
+        (run / "labeled_indices.json").write_text(text)
+        with pytest.raises(SystemExit) as e:
+            trainer.main(train_args(dsdir, run, "--max_steps", "10"))
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert e.value.code == 2 and "labeled_indices.json is damaged or does not fit the dataset's 120" in err
+
+
+def test_a_trailing_slash_on_the_dataset_name_is_dropped_and_old_runs_recorded_with_it_resume():
+    assert trainer.parse_args(["--dataset", "shapes/"]).dataset == "shapes"  # as a shell's tab completion adds it
+    assert evaler.parse_args(["--dataset", "shapes/", "--checkpoint", "x"]).dataset == "shapes"
+    assert trainer.recorded_value({"dataset": "shapes/"}, "dataset") == "shapes"
+    assert not trainer.config_diff({"dataset": "shapes/"}, {"dataset": "shapes"})
 
 
 def test_resuming_with_other_flags_names_the_flag_given_before_the_ones_derived_from_it(dsdir, tmp_path, capsys):
@@ -181,7 +211,9 @@ BAD_INPUTS = [
     ("negative width", "trainer", ["--d_width", "-3"], r"--d_width: must be >= 0, got -3"),
     ("negative learning rate", "trainer", ["--lr", "-1"], r"--lr: must be a positive number, got -1"),
     ("EMA decay above 1", "trainer", ["--ema_decay", "2"], r"--ema_decay: must be below 1, got 2"),
-    ("negative memory budget", "trainer", ["--memory_budget_gb", "-1"], r"must be a positive number, got -1"),
+    ("negative memory budget", "trainer", ["--memory_budget_gb", "-1"], r"must be >= 0, got -1"),
+    ("other dataset", "trainer", ["--train_dir", "OLD", "--dataset", "tiny_rgb"],
+     r"trained with --dataset 'tiny', not 'tiny_rgb'"),
     ("unknown flip class", "trainer", ["--flip_classes", "class0,hat"], r"'hat' is neither a class of tiny"),
     ("height disagrees", "trainer", ["--input_height", "28"], r"--input_height 28 does not match dataset tiny"),
     ("negative steps", "trainer", ["--max_steps", "-1"], r"--max_steps must be >= 0"),
