@@ -200,7 +200,7 @@ def restore_into(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpt_path: str
     step = tf.Variable(0, dtype=tf.int64)
     parts = {"D_ema" if weights == "ema" else "D": D, "G": G, "step": step}
     try:
-        tf.train.Checkpoint(**parts).restore(ckpt_path).expect_partial().assert_existing_objects_matched()
+        _restore_quietly(tf.train.Checkpoint(**parts), ckpt_path)
     except UNREADABLE as e:
         raise UnreadableCheckpoint(f"checkpoint {ckpt_path} is unreadable: its files are cut short or missing "
                                    f"({type(e).__name__}); pass another checkpoint of {run}") from None
@@ -208,6 +208,22 @@ def restore_into(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpt_path: str
         raise UserError(f"checkpoint {ckpt_path} does not match the model in {run}/config.json "
                         f"({str(e).splitlines()[0][:200]})") from None
     return int(step.numpy())
+
+
+def _restore_quietly(ckpt: tf.train.Checkpoint, path: str) -> None:
+    """ckpt.restore(path), every object matched. A restore that fails part-way (a shape that does not match)
+    leaves the checkpoint's other values unused, and TensorFlow lists each one (dozens of warning lines) when
+    the half-done restore is collected; it is marked partial here, so the one error line is all a person sees."""
+    try:
+        ckpt.restore(path).expect_partial().assert_existing_objects_matched()
+    except BaseException as e:
+        tb = e.__traceback__
+        while tb is not None:  # the restore's coordinator is a local of a frame inside TensorFlow
+            for value in list(tb.tb_frame.f_locals.values()):
+                if hasattr(value, "expect_partial_attr"):
+                    value.expect_partial = True
+            tb = tb.tb_next
+        raise
 
 
 def restore_newest(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpts: list[str], weights: str = "ema"

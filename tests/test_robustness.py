@@ -3,7 +3,11 @@ table of bad inputs that each give one clear line, exit status 2, and leave noth
 from __future__ import annotations
 
 import errno
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -107,6 +111,20 @@ def test_a_damaged_config_json_is_one_clear_line_for_trainer_and_evaler(damage, 
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and "Traceback" not in err
         assert re.search(pattern, err.splitlines()[-1]), err
+
+
+def test_a_checkpoint_not_matching_its_config_is_one_line_without_tensorflow_warnings(dsdir, tmp_path):
+    run = tmp_path / "r"
+    trainer.main(train_args(dsdir, run, "--max_steps", "5"))
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "d_width": cfg["d_width"] // 2}))  # edited by hand
+    proc = subprocess.run([sys.executable, "evaler.py", "--dataset", "tiny", "--dataset_dir", str(dsdir),
+                           "--checkpoint", str(run)], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
+    assert proc.returncode == 2
+    assert "does not match the model in" in proc.stderr.strip().splitlines()[-1], proc.stderr
+    # TensorFlow lists every unused checkpoint value when a half-done restore is collected, unless told not to
+    assert "could not be found" not in proc.stderr and "unrestored values" not in proc.stderr, proc.stderr
 
 
 def test_damaged_labeled_indices_are_one_clear_line(dsdir, tmp_path, capsys):
