@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -51,64 +53,48 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Show each flag's default and keep the epilog's examples as written."""
 
 
+def _number(text: str, kind: type, ok: Callable[[float], bool], need: str) -> int | float:
+    """An argparse type's work: `text` as a `kind` (int or float) for which ok(value) holds, else an
+    ArgumentTypeError saying it must be `need`. NaN fails every comparison, so `ok` rejects it."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {need}, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+    return _number(text, int, lambda v: v > 0, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _number(text, int, lambda v: v >= 0, ">= 0")
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+    """argparse type: a finite number > 0."""
+    return _number(text, float, lambda v: 0 < v < math.inf, "a positive number")
 
 
 def non_negative_float(text: str) -> float:
     """argparse type: a number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+    return _number(text, float, lambda v: v >= 0, ">= 0")
 
 
 def rate(text: str) -> float:
     """argparse type: a fraction in [0, 1)."""
-    value = non_negative_float(text)
-    if not value < 1:
-        raise argparse.ArgumentTypeError(f"must be below 1, got {text}")
-    return value
+    non_negative_float(text)  # the lower bound first, with its own message
+    return _number(text, float, lambda v: v < 1, "below 1")
 
 
 def fraction(text: str) -> float:
     """argparse type: a fraction in [0, 1]."""
-    value = non_negative_float(text)
-    if not value <= 1:
-        raise argparse.ArgumentTypeError(f"must be at most 1, got {text}")
-    return value
+    non_negative_float(text)
+    return _number(text, float, lambda v: v <= 1, "at most 1")
 
 
 def read_run_config(run: Path) -> dict:
