@@ -226,6 +226,12 @@ def _restore_quietly(ckpt: tf.train.Checkpoint, path: str) -> None:
         raise
 
 
+def none_readable(run: Path, n: int) -> UserError:
+    """The error when none of a run's n checkpoints can be read."""
+    return UserError(f"none of the {n} checkpoints of {run} is readable (their files are cut short or missing); "
+                     "delete its ckpt folder and train it again")
+
+
 def restore_newest(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpts: list[str], weights: str = "ema"
                    ) -> tuple[str, int]:
     """Restore the newest readable of a run's checkpoints (oldest first), as the trainer resumes: an
@@ -237,8 +243,7 @@ def restore_newest(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpts: list[
             if len(ckpts) == 1:
                 raise
             print(f"warning: checkpoint {ckpt} is unreadable; using the one before it", file=sys.stderr)
-    raise UserError(f"none of the {len(ckpts)} checkpoints of {run} is readable (their files are cut short or "
-                    "missing); delete its ckpt folder and train it again")
+    raise none_readable(run, len(ckpts))
 
 
 def check_against_config(args: argparse.Namespace, cfg: dict, run: Path) -> None:
@@ -335,8 +340,7 @@ def _restored(D, G, run: Path, ckpts: list[str], args: argparse.Namespace):
             print(f"warning: {e}; skipped", file=sys.stderr)
             skipped += 1
     if skipped == len(ckpts):
-        raise UserError(f"none of the {len(ckpts)} checkpoints of {run} is readable (their files are cut short or "
-                        "missing); delete its ckpt folder and train it again")
+        raise none_readable(run, len(ckpts))
 
 
 def generate(G: tf.keras.Model, cfg: dict, n: int) -> np.ndarray:
