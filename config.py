@@ -166,6 +166,22 @@ def add_model_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     g.add_argument("--z_dim", type=positive_int, default=d(100), help="generator noise dimension")
 
 
+def add_eval_flags(p: argparse.ArgumentParser) -> None:
+    """How the trained classifier meets test images: the trainer's evaluations and the evaler's."""
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--tta", choices=("mirror", "none"), default="mirror",
+                   help="test-time augmentation: mirror averages D's class probabilities for an image and its "
+                        "mirror image where D predicts one of the run's --flip_classes with probability below "
+                        f"{model.MIRROR_GATE} (none: one pass; nothing to do for a run without --flip_classes)")
+
+
+def mirror_classes(tta: str, flip_classes: str | None) -> tuple[int, ...]:
+    """The classes --tta mirrors at test time: a run's --flip_classes as recorded ("0,2,3" or "none")."""
+    if tta != "mirror" or flip_classes in (None, "", "none"):
+        return ()
+    return tuple(int(c) for c in flip_classes.split(","))
+
+
 def resolve_dataset(args: argparse.Namespace) -> tuple[Path, fmt.DatasetInfo]:
     """The dataset file for args.dataset (converting an own image folder on first use), checked against the flags.
 

@@ -76,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="--predict: processes decoding images (default: all CPUs)")
     config.add_data_flags(p)
     config.add_model_flags(p, defaults=False)
+    config.add_eval_flags(p)
     dataset = p._option_string_actions["--dataset"]  # shared flag: required only to evaluate (checked in main)
     dataset.required, dataset.help = False, dataset.help + "; needed to evaluate, not with --predict/--export/--samples"
     return p.parse_args(argv)
@@ -101,35 +102,39 @@ def eval_batch(batch_size: int, shape: tuple[int, ...]) -> int:
     return max(batch_size, min(25 * batch_size, 2_000_000 // math.prod(shape)))
 
 
-def confusion_of(D: tf.keras.Model, split: input_ops.Split, batch: int, num_class: int) -> np.ndarray:
-    """Confusion matrix [true, predicted] of D's n-way predictions over a labelled split."""
-    predict = _predictor(D)
+def confusion_of(D: tf.keras.Model, split: input_ops.Split, batch: int, num_class: int,
+                 mirror: tuple[int, ...] = ()) -> np.ndarray:
+    """Confusion matrix [true, predicted] of D's n-way predictions over a labelled split (`mirror`: the classes
+    --tta mirrors, model.class_probabilities)."""
+    predict = _predictor(D, mirror)
     cm = np.zeros((num_class, num_class), np.int64)
     for x, y in input_ops.eval_stream(split, batch):
         cm += predict(x, y, num_class).numpy()
     return cm
 
 
-def accuracy_of(D: tf.keras.Model, split: input_ops.Split, batch: int, num_class: int) -> float:
+def accuracy_of(D: tf.keras.Model, split: input_ops.Split, batch: int, num_class: int,
+                mirror: tuple[int, ...] = ()) -> float:
     """Test accuracy of D's n-way predictions."""
-    cm = confusion_of(D, split, batch, num_class)
+    cm = confusion_of(D, split, batch, num_class, mirror)
     return float(np.trace(cm) / max(cm.sum(), 1))
 
 
-# One compiled predictor per live model; an entry goes when its model is garbage-collected.
+# One compiled predictor per live model and mirror classes; an entry goes when its model is garbage-collected.
 _PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _predictor(D):
-    if D not in _PREDICTORS:
+def _predictor(D, mirror: tuple[int, ...] = ()):
+    predictors = _PREDICTORS.setdefault(D, {})
+    if mirror not in predictors:
         model_ref = weakref.ref(D)  # the predictor must not keep its model alive
 
         @tf.function  # not XLA: oneDNN's convolutions are 1.3-1.4x faster than XLA's here (lenet, conv)
         def predict(x, y, num_class):
-            logits, _, _ = model_ref()(x, training=False)
-            return tf.math.confusion_matrix(y, tf.argmax(logits, -1), num_classes=num_class, dtype=tf.int64)
-        _PREDICTORS[D] = predict
-    return _PREDICTORS[D]
+            probs = model.class_probabilities(model_ref(), x, mirror)
+            return tf.math.confusion_matrix(y, tf.argmax(probs, -1), num_classes=num_class, dtype=tf.int64)
+        predictors[mirror] = predict
+    return predictors[mirror]
 
 
 def image_grid(images: np.ndarray) -> np.ndarray:
@@ -261,12 +266,13 @@ def check_against_config(args: argparse.Namespace, cfg: dict, run: Path) -> None
 # ---------------------------------------------------------------- report
 
 
-def report(cm: np.ndarray, class_names: list[str], ckpt: str, step: int) -> dict:
-    """Accuracy, per-class accuracy and confusion matrix as a JSON-ready dict."""
+def report(cm: np.ndarray, class_names: list[str], ckpt: str, step: int, mirror: tuple[int, ...] = ()) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix as a JSON-ready dict (`tta_mirror`: the mirrored classes)."""
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
     return {"accuracy": float(np.trace(cm) / max(cm.sum(), 1)), "num_examples": int(cm.sum()),
             "per_class": {name: float(a) for name, a in zip(class_names, per_class)},
-            "confusion": cm.tolist(), "class_names": class_names, "checkpoint": ckpt, "step": step}
+            "confusion": cm.tolist(), "class_names": class_names, "checkpoint": ckpt, "step": step,
+            "tta_mirror": [class_names[c] for c in mirror]}
 
 
 def format_report(r: dict) -> str:
@@ -274,7 +280,9 @@ def format_report(r: dict) -> str:
     names = r["class_names"]
     w = max(8, *(len(n) for n in names))
     lines = [f"checkpoint {r['checkpoint']} (step {r['step']})",
-             f"test accuracy: {r['accuracy']:.4f} on {r['num_examples']} images", "", "per-class accuracy:"]
+             f"test accuracy: {r['accuracy']:.4f} on {r['num_examples']} images"
+             + (" (--tta mirror: averaged with mirror images where unsure)" if r.get("tta_mirror") else ""),
+             "", "per-class accuracy:"]
     lines += [f"  {n:<{w}} {a:.4f}" for n, a in r["per_class"].items()]
     cw = max(6, len(str(max(max(row) for row in r["confusion"]))) + 1)
     lines += ["", "confusion matrix (rows: true class, columns: predicted):",
@@ -314,8 +322,9 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
     reports = []
     D, G = build_models(cfg)  # built once; each checkpoint restored into it
     batch = eval_batch(args.batch_size, info.shape)
+    mirror = tta_classes(args, cfg)
     for ckpt, step in _restored(D, G, run, ckpts, args):
-        r = report(confusion_of(D, test, batch, info.num_class), info.class_names, ckpt, step)
+        r = report(confusion_of(D, test, batch, info.num_class, mirror), info.class_names, ckpt, step, mirror)
         if args.samples > 0 and cfg.get("supervised_only") is False:
             r["samples_png"] = str(run / f"samples_{Path(ckpt).name}.png")
             save_png(image_grid(generate(G, cfg, args.samples)), Path(r["samples_png"]))
@@ -385,13 +394,19 @@ def image_shape(cfg: dict) -> tuple[int, int, int]:
     return info["height"], info["width"], info["channels"]
 
 
-def probabilities_fn(D: tf.keras.Model, shape: tuple[int, int, int]) -> Callable[[tf.Tensor], tf.Tensor]:
-    """A tf.function: uint8 images [N,H,W,C] -> D's class probabilities [N, num_class] (scaled as in training)."""
+def probabilities_fn(D: tf.keras.Model, shape: tuple[int, int, int],
+                     mirror: tuple[int, ...] = ()) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A tf.function: uint8 images [N,H,W,C] -> D's class probabilities [N, num_class] (scaled as in training;
+    `mirror`: the classes --tta mirrors)."""
     @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
     def probabilities(images):
-        logits, _, _ = D(input_ops.scale(images), training=False)
-        return tf.nn.softmax(logits, axis=-1)
+        return model.class_probabilities(D, input_ops.scale(images), mirror)
     return probabilities
+
+
+def tta_classes(args: argparse.Namespace, cfg: dict) -> tuple[int, ...]:
+    """The classes --tta mirrors for the run of `cfg` (runs from before --flip_classes mirror none)."""
+    return config.mirror_classes(args.tta, cfg.get("flip_classes"))
 
 
 def list_images(path: Path) -> list[str]:
@@ -482,7 +497,7 @@ def predict(args: argparse.Namespace) -> dict:
     def load():
         nonlocal ckpt, step
         _, _, ckpt, D, _, step = restore_latest(args)
-        return probabilities_fn(D, shape)
+        return probabilities_fn(D, shape, tta_classes(args, cfg))
 
     kept, probs, bad = classify_files(files, shape, cfg.get("resize", "crop"), eval_batch(args.batch_size, shape),
                                       args.workers or folder.cpus(), load)
@@ -503,10 +518,11 @@ def predict(args: argparse.Namespace) -> dict:
 class Classifier(tf.Module):
     """What --export saves: D's weights and a serving function, uint8 images -> probabilities and classes."""
 
-    def __init__(self, D: tf.keras.Model, shape: tuple[int, int, int], class_names: list[str]):
+    def __init__(self, D: tf.keras.Model, shape: tuple[int, int, int], class_names: list[str],
+                 mirror: tuple[int, ...] = ()):
         super().__init__(name="classifier")
         self.weights = [w.value for w in D.weights]  # the tf.Variables the traced graph reads
-        probabilities = probabilities_fn(D, shape)
+        probabilities = probabilities_fn(D, shape, mirror)
 
         @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
         def serve(images):
@@ -523,7 +539,7 @@ def export(args: argparse.Namespace) -> dict:
         raise UserError(f"--export {out} already exists and is not empty; pass --force to replace it, "
                         "or choose another DIR")
     run, cfg, ckpt, D, _, step = restore_latest(args)
-    module = Classifier(D, image_shape(cfg), cfg["dataset_info"]["class_names"])
+    module = Classifier(D, image_shape(cfg), cfg["dataset_info"]["class_names"], tta_classes(args, cfg))
     tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
     for stale in (tmp, old):
         shutil.rmtree(stale, ignore_errors=True)

@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=config.HelpFormatter)
     config.add_data_flags(p)
     config.add_model_flags(p)
+    config.add_eval_flags(p)
     g = p.add_argument_group("semi-supervised protocol")
     g.add_argument("--num_labeled", default="100",
                    help="labelled training images, balanced over classes, or 'all' (fully supervised)")
@@ -224,7 +225,7 @@ def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray) -> None:
 # Flags that may change between a run and its resumption, and flags that are not the run's.
 RESUMABLE_KEYS = {"lr", "max_steps", "epochs", "time_budget_min", "ckpt_every", "keep", "eval_every", "summary_every",
                   "steps_per_loop", "in_memory", "memory_budget_gb", "jit", "nan_policy", "strategy", "cpu_devices",
-                  "collective_timeout"}
+                  "collective_timeout", "tta"}
 RUN_ONLY_KEYS = {"train_dir", "runs_dir", "new_run", "dataset_dir", "data_dir"}
 
 
@@ -724,7 +725,7 @@ class RunContext:
     def test_accuracy(self) -> float:
         return evaler.accuracy_of(self.gan.D_ema, self.test_split,
                                   evaler.eval_batch(self.args.batch_size, self.info.shape),
-                                  self.info.num_class)
+                                  self.info.num_class, config.mirror_classes(self.args.tta, self.args.flip_classes))
 
 
 def restore(gan: GAN, manager: tf.train.CheckpointManager, run: Path) -> None:

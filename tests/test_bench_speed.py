@@ -106,3 +106,23 @@ def test_a_run_recorded_with_the_old_boolean_flag_resumes(tmp_path):
     # as versions before bfloat16 and before --augment labeled
     (run / "config.json").write_text(json.dumps({**cfg, "mixed_precision": True, "augment": True}))
     assert trainer.main([*common, "--max_steps", "10"])["step"] == 10
+
+
+def test_eval_speed_times_one_pass_and_tta_mirror_on_a_trained_run(tmp_path):
+    from bench import eval_speed
+    dsdir = tmp_path / "datasets"
+    make_tiny_dataset(dsdir)
+    run = tmp_path / "run"
+    trainer.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--train_dir", str(run), "--num_labeled", "30",
+                  *TINY_FLAGS, "--max_steps", "3", "--flip_classes", "class1"])
+    out = tmp_path / "eval_speed.json"
+    result = eval_speed.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--checkpoint", str(run),
+                              "--passes", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    (row,) = result["rows"]
+    assert row["step"] == 3 and row["test_images"] == 30 and row["mirror_classes"] == ["class1"]
+    assert row["img_per_s_none"] > 0 and row["img_per_s_mirror"] > 0 and 0 <= row["mirrored_share"] <= 1
+    for tta in ("none", "mirror"):
+        (report,) = evaler.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--checkpoint", str(run),
+                                 "--samples", "0", "--tta", tta])
+        assert row[f"accuracy_{tta}"] == pytest.approx(report["accuracy"])

@@ -2,6 +2,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import model
 
@@ -93,3 +94,20 @@ def test_clean_features_are_the_last_hidden_layer_before_its_noise(arch):
     assert np.any(noisy(x, training=True)[2].numpy() < 0)
     with pytest.raises(ValueError, match="unknown features"):
         model.build_discriminator(arch, x.shape[1:], 3, width=8, features="middle")
+
+
+def test_tta_mirror_averages_with_the_mirror_image_where_a_mirror_class_is_predicted_unsurely(monkeypatch):
+    keras.utils.set_random_seed(1)
+    D = model.build_discriminator("lenet", (8, 8, 1), 3, width=4)
+    x = np.random.uniform(-1, 1, (200, 8, 8, 1)).astype("float32")
+    p = tf.nn.softmax(D(x, training=False)[0]).numpy()
+    q = tf.nn.softmax(D(x[:, :, ::-1], training=False)[0]).numpy()
+    np.testing.assert_allclose(model.class_probabilities(D, x), p, atol=1e-6)
+    mirror = tuple(np.unique(p.argmax(1))[:-1].tolist())  # predicted classes, but one
+    monkeypatch.setattr(model, "MIRROR_GATE", float(np.median(p.max(1))))
+    ask = np.isin(p.argmax(1), mirror) & (p.max(1) < model.MIRROR_GATE)
+    assert 0 < ask.sum() and np.any(np.isin(p.argmax(1), mirror) & ~ask)  # both sides of the gate
+    want = np.where(ask[:, None], (p + q) / 2, p)
+    np.testing.assert_allclose(model.class_probabilities(D, x, mirror), want, atol=1e-6)
+    monkeypatch.setattr(model, "MIRROR_GATE", 0.0)  # nothing to mirror: one pass's probabilities
+    np.testing.assert_allclose(model.class_probabilities(D, x, mirror), p, atol=1e-6)

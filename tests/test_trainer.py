@@ -335,6 +335,21 @@ def test_a_run_records_its_flip_classes_and_a_run_from_before_the_flag_resumes_u
     assert train(dsdir, run, "--max_steps", "15")["step"] == 15
 
 
+def test_tta_mirror_uses_the_runs_flip_classes_in_trainer_and_evaler_alike(dsdir, tmp_path):
+    run = tmp_path / "tta"
+    result = train(dsdir, run, "--max_steps", "5", "--flip_classes", "0,2")
+    common = ["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir), "--samples", "0"]
+    (mirrored,) = evaler.main(common)
+    (plain,) = evaler.main([*common, "--tta", "none"])
+    assert mirrored["tta_mirror"] == ["class0", "class2"] and plain["tta_mirror"] == []
+    assert mirrored["accuracy"] == pytest.approx(result["test_accuracy"])
+    cfg, D, _, _ = evaler.load_classifier(run, str(run / "ckpt" / "ckpt-5"))
+    split = input_ops.load_split(dsdir / "tiny" / "data.hdf5", "test", "yes", 1.0)
+    assert plain["confusion"] == evaler.confusion_of(D, split, 100, 3).tolist()
+    assert mirrored["confusion"] == evaler.confusion_of(D, split, 100, 3, (0, 2)).tolist()
+    assert train(dsdir, run, "--max_steps", "6", "--flip_classes", "0,2", "--tta", "none")["step"] == 6  # resumes
+
+
 def test_mirror_guessed_mirrors_only_images_the_classifier_puts_in_a_flip_class():
     args = trainer.parse_args(["--dataset", "x", "--arch", "mlp", "--d_width", "16", "--g_width", "8", "--z_dim", "4"])
     D = trainer.GAN(args, (6, 6, 1), 3).D_ema

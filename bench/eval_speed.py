@@ -1,0 +1,106 @@
+"""Benchmark the evaler on trained runs: test images/s and accuracy in one pass and with test-time mirroring.
+
+    python bench/eval_speed.py --dataset fashion_mnist --checkpoint RUN [RUN ...]
+    python bench/eval_speed.py --dataset fashion_mnist --checkpoint RUN --passes 10 --out /tmp/eval_speed.json
+
+For each run (its newest readable checkpoint, EMA weights): evaler.confusion_of over the dataset's test split,
+as `python evaler.py` scores it, with `--tta none` and with `--tta mirror`, alternating, over --passes timed
+passes each after a warm-up; the best pass's images/s (timed as bench/speed.py times the peak), the share of
+test images that --tta mirror mirrors, and the accuracy either way. bench/speed.py's evaler column times
+untrained networks, which are unsure of every image; how many images are mirrored depends on a trained D's
+confidence, hence this script. Prints a table and writes bench/results/eval_speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import config  # noqa: E402
+import datasets  # noqa: E402
+import evaler  # noqa: E402
+import input_ops  # noqa: E402
+import model  # noqa: E402
+from errors import exits_cleanly  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=config.HelpFormatter)
+    p.add_argument("--dataset", required=True, help="the dataset the runs were trained on (its test split is timed)")
+    datasets.add_dataset_dir_flag(p)
+    p.add_argument("--checkpoint", nargs="+", required=True, metavar="RUN", help="run dirs or checkpoint paths")
+    p.add_argument("--passes", type=config.positive_int, default=5, help="timed passes over the test split per mode")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval_speed.json"))
+    return p.parse_args(argv)
+
+
+def measure(dataset: str, dataset_dir: str, checkpoint: str, passes: int) -> dict:
+    """One run's row: images/s (best pass) and accuracy with --tta none and mirror, and the mirrored share."""
+    args = evaler.parse_args(["--dataset", dataset, "--dataset_dir", dataset_dir, "--checkpoint", checkpoint])
+    run, ckpts = evaler.find_run(checkpoint)
+    cfg = config.read_run_config(run)
+    path, info = config.resolve_dataset(evaler.trained_preprocessing(args, cfg))
+    test = input_ops.load_split(path, "test", "yes", args.memory_budget_gb, info)
+    D, G = evaler.build_models(cfg)
+    ckpt, step = evaler.restore_newest(D, G, run, ckpts)
+    batch = evaler.eval_batch(args.batch_size, info.shape)
+    modes = {"none": (), "mirror": config.mirror_classes("mirror", cfg.get("flip_classes"))}
+    seconds = {mode: [] for mode in modes}
+    accuracy = {}
+    for i in range(passes + 1):  # pass 0 warms up (traces the predictors)
+        for mode, mirror in modes.items():
+            start = time.perf_counter()
+            cm = evaler.confusion_of(D, test, batch, info.num_class, mirror)
+            if i:
+                seconds[mode].append(time.perf_counter() - start)
+            accuracy[mode] = float(np.trace(cm) / cm.sum())
+    probs = np.concatenate([evaler.probabilities_fn(D, info.shape)(tf.constant(test.images[i:i + batch])).numpy()
+                            for i in range(0, len(test), batch)])
+    unsure = np.isin(probs.argmax(1), modes["mirror"]) & (probs.max(1) < model.MIRROR_GATE)
+    n = int(np.sum(test.labels >= 0))
+    return {"run": str(run), "checkpoint": ckpt, "step": step, "test_images": n, "batch": batch,
+            "mirror_classes": [info.class_names[c] for c in modes["mirror"]], "mirrored_share": float(unsure.mean()),
+            **{f"img_per_s_{m}": n / min(s) for m, s in seconds.items()},
+            **{f"accuracy_{m}": a for m, a in accuracy.items()}}
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'run':<44} {'step':>6} {'mirrored':>8} {'img/s none':>10} {'img/s mirror':>12} {'acc none':>8} " \
+           f"{'acc mirror':>10}"
+    lines = [head, "-" * len(head)]
+    lines += [f"{Path(r['run']).name[-44:]:<44} {r['step']:>6} {r['mirrored_share']:>8.1%} "
+              f"{r['img_per_s_none']:>10,.0f} {r['img_per_s_mirror']:>12,.0f} {r['accuracy_none']:>8.4f} "
+              f"{r['accuracy_mirror']:>10.4f}" for r in rows]
+    return "\n".join(lines)
+
+
+@exits_cleanly
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    rows = [measure(args.dataset, args.dataset_dir, c, args.passes) for c in args.checkpoint]
+    print(table(rows))
+    result = {"dataset": args.dataset, "passes": args.passes, "mirror_gate": model.MIRROR_GATE,
+              "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                          "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+              "command": " ".join(["python", "bench/eval_speed.py", *(argv if argv is not None else sys.argv[1:])]),
+              "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
