@@ -18,14 +18,15 @@ MODEL_KEYS = ("arch", "g_arch", "head", "d_width", "g_width", "z_dim")
 
 # What a flag missing from an older config.json meant, where that differs from today's default:
 # the conv D dropped 20% of its input pixels before --d_input_dropout existed, lenet had the mlp G
-# before --g_arch existed, and no labelled (unlabelled) image was mirrored before --flip_classes (--flip_unlabeled).
+# before --g_arch existed, no labelled (unlabelled) image was mirrored before --flip_classes (--flip_unlabeled),
+# and a run's evaluations took one pass per test image before --tta.
 LEGACY_DEFAULTS = {"d_input_dropout": lambda cfg: 0.2 if cfg.get("arch") == "conv" else 0.0,
                    "g_arch": lambda cfg: "conv" if cfg.get("arch") == "conv" else "mlp",
-                   "flip_classes": lambda cfg: "none", "flip_unlabeled": lambda cfg: "none"}
+                   "flip_classes": lambda cfg: "none", "flip_unlabeled": lambda cfg: "none", "tta": lambda cfg: "none"}
 
 
 def recorded(cfg: dict, key: str):
-    """A model flag's value in a run's flags or config.json, including older configs made before the flag."""
+    """A flag's value in a run's flags or config.json, including older configs made before the flag."""
     return cfg[key] if key in cfg else LEGACY_DEFAULTS[key](cfg)
 
 
@@ -166,20 +167,26 @@ def add_model_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     g.add_argument("--z_dim", type=positive_int, default=d(100), help="generator noise dimension")
 
 
-def add_eval_flags(p: argparse.ArgumentParser) -> None:
-    """How the trained classifier meets test images: the trainer's evaluations and the evaler's."""
+def add_eval_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """How the trained classifier meets test images: the trainer's evaluations and the evaler's (which, without
+    the flag, classifies as the run's trainer did)."""
     g = p.add_argument_group("evaluation")
-    g.add_argument("--tta", choices=("mirror", "none"), default="mirror",
+    g.add_argument("--tta", choices=("mirror", "none"), default="mirror" if defaults else None,
                    help="test-time augmentation: mirror averages D's class probabilities for an image and its "
                         "mirror image where D predicts one of the run's --flip_classes with probability below "
-                        f"{model.MIRROR_GATE} (none: one pass; nothing to do for a run without --flip_classes)")
+                        f"{model.MIRROR_GATE} (none: one pass; nothing to do for a run without --flip_classes)"
+                        + ("" if defaults else "; default: as the run was trained (runs from before the flag: none)"))
 
 
 def mirror_classes(tta: str, flip_classes: str | None) -> tuple[int, ...]:
     """The classes --tta mirrors at test time: a run's --flip_classes as recorded ("0,2,3" or "none")."""
     if tta != "mirror" or flip_classes in (None, "", "none"):
         return ()
-    return tuple(int(c) for c in flip_classes.split(","))
+    try:
+        return tuple(int(c) for c in flip_classes.split(","))
+    except ValueError:
+        raise UserError(f"flip_classes {flip_classes!r} in the run's config.json is not a list of class indices "
+                        "(such as 0,2,3 or none); restore the file, or pass --tta none") from None
 
 
 def resolve_dataset(args: argparse.Namespace) -> tuple[Path, fmt.DatasetInfo]:

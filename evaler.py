@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="--predict: processes decoding images (default: all CPUs)")
     config.add_data_flags(p)
     config.add_model_flags(p, defaults=False)
-    config.add_eval_flags(p)
+    config.add_eval_flags(p, defaults=False)
     dataset = p._option_string_actions["--dataset"]  # shared flag: required only to evaluate (checked in main)
     dataset.required, dataset.help = False, dataset.help + "; needed to evaluate, not with --predict/--export/--samples"
     return p.parse_args(argv)
@@ -405,8 +405,8 @@ def probabilities_fn(D: tf.keras.Model, shape: tuple[int, int, int],
 
 
 def tta_classes(args: argparse.Namespace, cfg: dict) -> tuple[int, ...]:
-    """The classes --tta mirrors for the run of `cfg` (runs from before --flip_classes mirror none)."""
-    return config.mirror_classes(args.tta, cfg.get("flip_classes"))
+    """The classes --tta (without it: the run's own, none before the flag) mirrors for the run of `cfg`."""
+    return config.mirror_classes(args.tta or config.recorded(cfg, "tta"), config.recorded(cfg, "flip_classes"))
 
 
 def list_images(path: Path) -> list[str]:

@@ -64,10 +64,12 @@ def measure(dataset: str, dataset_dir: str, checkpoint: str, passes: int) -> dic
             if i:
                 seconds[mode].append(time.perf_counter() - start)
             accuracy[mode] = float(np.trace(cm) / cm.sum())
-    probs = np.concatenate([evaler.probabilities_fn(D, info.shape)(tf.constant(test.images[i:i + batch])).numpy()
-                            for i in range(0, len(test), batch)])
+    probabilities = evaler.probabilities_fn(D, info.shape)
+    images = test.images[test.labels >= 0]  # the images confusion_of scores
+    probs = np.concatenate([probabilities(tf.constant(images[i:i + batch])).numpy()
+                            for i in range(0, len(images), batch)])
     unsure = np.isin(probs.argmax(1), modes["mirror"]) & (probs.max(1) < model.MIRROR_GATE)
-    n = int(np.sum(test.labels >= 0))
+    n = len(images)
     return {"run": str(run), "checkpoint": ckpt, "step": step, "test_images": n, "batch": batch,
             "mirror_classes": [info.class_names[c] for c in modes["mirror"]], "mirrored_share": float(unsure.mean()),
             **{f"img_per_s_{m}": n / min(s) for m, s in seconds.items()},

@@ -335,19 +335,33 @@ def test_a_run_records_its_flip_classes_and_a_run_from_before_the_flag_resumes_u
     assert train(dsdir, run, "--max_steps", "15")["step"] == 15
 
 
-def test_tta_mirror_uses_the_runs_flip_classes_in_trainer_and_evaler_alike(dsdir, tmp_path):
+def test_tta_mirror_uses_the_runs_flip_classes_in_trainer_and_evaler_alike(dsdir, tmp_path, capsys):
     run = tmp_path / "tta"
     result = train(dsdir, run, "--max_steps", "5", "--flip_classes", "0,2")
     common = ["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir), "--samples", "0"]
-    (mirrored,) = evaler.main(common)
+    (mirrored,) = evaler.main(common)  # as the run was trained: --tta mirror
     (plain,) = evaler.main([*common, "--tta", "none"])
     assert mirrored["tta_mirror"] == ["class0", "class2"] and plain["tta_mirror"] == []
+    assert mirrored["confusion"] != plain["confusion"]  # D, 5 steps old, is unsure of every image
     assert mirrored["accuracy"] == pytest.approx(result["test_accuracy"])
     cfg, D, _, _ = evaler.load_classifier(run, str(run / "ckpt" / "ckpt-5"))
     split = input_ops.load_split(dsdir / "tiny" / "data.hdf5", "test", "yes", 1.0)
     assert plain["confusion"] == evaler.confusion_of(D, split, 100, 3).tolist()
     assert mirrored["confusion"] == evaler.confusion_of(D, split, 100, 3, (0, 2)).tolist()
-    assert train(dsdir, run, "--max_steps", "6", "--flip_classes", "0,2", "--tta", "none")["step"] == 6  # resumes
+    result = train(dsdir, run, "--max_steps", "6", "--flip_classes", "0,2", "--tta", "none")  # resumes
+    assert result["step"] == 6
+    (r,) = evaler.main(common)  # now as recorded: one pass
+    assert r["tta_mirror"] == [] and r["accuracy"] == pytest.approx(result["test_accuracy"])
+    cfg = json.loads((run / "config.json").read_text())
+    del cfg["tta"]  # as written before the flag: its evaluations took one pass
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert evaler.main(common)[0]["tta_mirror"] == [] and evaler.main([*common, "--tta", "mirror"])[0]["tta_mirror"]
+    assert train(dsdir, run, "--max_steps", "7", "--flip_classes", "0,2")["step"] == 7  # resumes, now mirroring
+    cfg["flip_classes"] = "0;2"  # a hand-edited config.json
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SystemExit):
+        evaler.main([*common, "--tta", "mirror"])
+    assert "flip_classes '0;2' in the run's config.json is not a list of class indices" in capsys.readouterr().err
 
 
 def test_mirror_guessed_mirrors_only_images_the_classifier_puts_in_a_flip_class():
