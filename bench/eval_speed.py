@@ -13,7 +13,6 @@ confidence, hence this script. Prints a table and writes bench/results/eval_spee
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -31,6 +30,7 @@ import datasets  # noqa: E402
 import evaler  # noqa: E402
 import input_ops  # noqa: E402
 import model  # noqa: E402
+from bench.accuracy import write_json_atomic  # noqa: E402
 from errors import exits_cleanly  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def measure(dataset: str, dataset_dir: str, checkpoint: str, passes: int) -> dic
     D, G = evaler.build_models(cfg)
     ckpt, step = evaler.restore_newest(D, G, run, ckpts)
     batch = evaler.eval_batch(args.batch_size, info.shape)
-    modes = {"none": (), "mirror": config.mirror_classes("mirror", cfg.get("flip_classes"))}
+    modes = {"none": (), "mirror": config.mirror_classes("mirror", config.recorded(cfg, "flip_classes"))}
     seconds = {mode: [] for mode in modes}
     accuracy = {}
     for i in range(passes + 1):  # pass 0 warms up (traces the predictors)
@@ -96,11 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
                           "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
               "command": " ".join(["python", "bench/eval_speed.py", *(argv if argv is not None else sys.argv[1:])]),
               "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    write_json_atomic(Path(args.out), result)
     return result
 
 
