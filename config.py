@@ -19,10 +19,11 @@ MODEL_KEYS = ("arch", "g_arch", "head", "d_width", "g_width", "z_dim")
 # What a flag missing from an older config.json meant, where that differs from today's default:
 # the conv D dropped 20% of its input pixels before --d_input_dropout existed, lenet had the mlp G
 # before --g_arch existed, no labelled (unlabelled) image was mirrored before --flip_classes (--flip_unlabeled),
-# and a run's evaluations took one pass per test image before --tta.
+# a run's evaluations took one pass per test image before --tta, and D's probabilities as they came before --prior.
 LEGACY_DEFAULTS = {"d_input_dropout": lambda cfg: 0.2 if cfg.get("arch") == "conv" else 0.0,
                    "g_arch": lambda cfg: "conv" if cfg.get("arch") == "conv" else "mlp",
-                   "flip_classes": lambda cfg: "none", "flip_unlabeled": lambda cfg: "none", "tta": lambda cfg: "none"}
+                   "flip_classes": lambda cfg: "none", "flip_unlabeled": lambda cfg: "none", "tta": lambda cfg: "none",
+                   "prior": lambda cfg: "none"}
 
 
 def recorded(cfg: dict, key: str):
@@ -175,6 +176,12 @@ def add_eval_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
                    help="test-time augmentation: mirror averages D's class probabilities for an image and its "
                         "mirror image where D predicts one of the run's --flip_classes with probability below "
                         f"{model.MIRROR_GATE} (none: one pass; nothing to do for a run without --flip_classes)"
+                        + ("" if defaults else "; default: as the run was trained (runs from before the flag: none)"))
+    g.add_argument("--prior", choices=("labeled", "none"), default="labeled" if defaults else None,
+                   help="labeled: add offsets to D's class logits (before --tta) so that its mean class "
+                        "probabilities over the training images (up to 60,000, labelled or not) are the labelled "
+                        "subset's class frequencies: uniform for --num_labeled N, which draws a balanced subset "
+                        "(none: D's logits as they are)"
                         + ("" if defaults else "; default: as the run was trained (runs from before the flag: none)"))
 
 

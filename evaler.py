@@ -103,38 +103,58 @@ def eval_batch(batch_size: int, shape: tuple[int, ...]) -> int:
 
 
 def confusion_of(D: tf.keras.Model, split: input_ops.Split, batch: int, num_class: int,
-                 mirror: tuple[int, ...] = ()) -> np.ndarray:
+                 mirror: tuple[int, ...] = (), offsets: np.ndarray | None = None) -> np.ndarray:
     """Confusion matrix [true, predicted] of D's n-way predictions over a labelled split (`mirror`: the classes
-    --tta mirrors, model.class_probabilities)."""
-    predict = _predictor(D, mirror)
+    --tta mirrors; `offsets`: --prior's, prior_offsets_of; model.class_probabilities)."""
+    predict = _compiled(D, mirror)[1]
+    shift = None if offsets is None else tf.constant(offsets, tf.float32)
     cm = np.zeros((num_class, num_class), np.int64)
     for x, y in input_ops.eval_stream(split, batch):
-        cm += predict(x, y, num_class).numpy()
+        cm += predict(x, y, num_class, shift).numpy()
     return cm
 
 
 def accuracy_of(D: tf.keras.Model, split: input_ops.Split, batch: int, num_class: int,
-                mirror: tuple[int, ...] = ()) -> float:
+                mirror: tuple[int, ...] = (), offsets: np.ndarray | None = None) -> float:
     """Test accuracy of D's n-way predictions."""
-    cm = confusion_of(D, split, batch, num_class, mirror)
+    cm = confusion_of(D, split, batch, num_class, mirror, offsets)
     return float(np.trace(cm) / max(cm.sum(), 1))
 
 
-# One compiled predictor per live model and mirror classes; an entry goes when its model is garbage-collected.
-_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# --prior: D's logits are aligned over at most this many training images (a seeded sample of more).
+PRIOR_IMAGES = 60_000
 
 
-def _predictor(D, mirror: tuple[int, ...] = ()):
-    predictors = _PREDICTORS.setdefault(D, {})
-    if mirror not in predictors:
-        model_ref = weakref.ref(D)  # the predictor must not keep its model alive
+def prior_offsets_of(D: tf.keras.Model, train: input_ops.Split, batch: int, num_labeled: int | None,
+                     num_class: int) -> np.ndarray:
+    """--prior labeled's offsets (model.prior_offsets) for D's class logits over the run's training split `train`:
+    to the class frequencies of its labelled subset."""
+    logits = _compiled(D)[0]
+    found = np.concatenate([logits(x).numpy() for x in input_ops.image_stream(train, batch, PRIOR_IMAGES)])
+    return model.prior_offsets(found, input_ops.labeled_prior(train.labels, num_labeled, num_class))
+
+
+# Compiled test-time functions per live model and mirror classes; an entry goes when its model is garbage-collected.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled(D, mirror: tuple[int, ...] = ()):
+    """(logits(x), confusion(x, y, num_class, offsets)) of D for images x in [-1, 1]: its class logits, and the
+    confusion matrix of its predictions (model.class_probabilities with `mirror` and `offsets`)."""
+    compiled = _COMPILED.setdefault(D, {})
+    if mirror not in compiled:
+        model_ref = weakref.ref(D)  # the functions must not keep their model alive
 
         @tf.function  # not XLA: oneDNN's convolutions are 1.3-1.4x faster than XLA's here (lenet, conv)
-        def predict(x, y, num_class):
-            probs = model.class_probabilities(model_ref(), x, mirror)
+        def logits(x):
+            return model_ref()(x, training=False)[0]
+
+        @tf.function
+        def confusion(x, y, num_class, offsets):
+            probs = model.class_probabilities(model_ref(), x, mirror, offsets)
             return tf.math.confusion_matrix(y, tf.argmax(probs, -1), num_classes=num_class, dtype=tf.int64)
-        predictors[mirror] = predict
-    return predictors[mirror]
+        compiled[mirror] = logits, confusion
+    return compiled[mirror]
 
 
 def image_grid(images: np.ndarray) -> np.ndarray:
@@ -266,13 +286,16 @@ def check_against_config(args: argparse.Namespace, cfg: dict, run: Path) -> None
 # ---------------------------------------------------------------- report
 
 
-def report(cm: np.ndarray, class_names: list[str], ckpt: str, step: int, mirror: tuple[int, ...] = ()) -> dict:
-    """Accuracy, per-class accuracy and confusion matrix as a JSON-ready dict (`tta_mirror`: the mirrored classes)."""
+def report(cm: np.ndarray, class_names: list[str], ckpt: str, step: int, mirror: tuple[int, ...] = (),
+           offsets: np.ndarray | None = None) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix as a JSON-ready dict (`tta_mirror`: the mirrored classes;
+    `prior_offsets`: --prior's, by class name, or null)."""
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
     return {"accuracy": float(np.trace(cm) / max(cm.sum(), 1)), "num_examples": int(cm.sum()),
             "per_class": {name: float(a) for name, a in zip(class_names, per_class)},
             "confusion": cm.tolist(), "class_names": class_names, "checkpoint": ckpt, "step": step,
-            "tta_mirror": [class_names[c] for c in mirror]}
+            "tta_mirror": [class_names[c] for c in mirror],
+            "prior_offsets": None if offsets is None else {n: float(b) for n, b in zip(class_names, offsets)}}
 
 
 def format_report(r: dict) -> str:
@@ -281,7 +304,8 @@ def format_report(r: dict) -> str:
     w = max(8, *(len(n) for n in names))
     lines = [f"checkpoint {r['checkpoint']} (step {r['step']})",
              f"test accuracy: {r['accuracy']:.4f} on {r['num_examples']} images"
-             + (" (--tta mirror: averaged with mirror images where unsure)" if r.get("tta_mirror") else ""),
+             + (" (--tta mirror: averaged with mirror images where unsure)" if r.get("tta_mirror") else "")
+             + (" (--prior labeled: aligned to the labelled class frequencies)" if r.get("prior_offsets") else ""),
              "", "per-class accuracy:"]
     lines += [f"  {n:<{w}} {a:.4f}" for n, a in r["per_class"].items()]
     cw = max(6, len(str(max(max(row) for row in r["confusion"]))) + 1)
@@ -322,9 +346,11 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
     reports = []
     D, G = build_models(cfg)  # built once; each checkpoint restored into it
     batch = eval_batch(args.batch_size, info.shape)
-    mirror = tta_classes(args, cfg)
+    mirror, train = tta_classes(args, cfg), prior_split(args, cfg, run)
     for ckpt, step in _restored(D, G, run, ckpts, args):
-        r = report(confusion_of(D, test, batch, info.num_class, mirror), info.class_names, ckpt, step, mirror)
+        offsets = prior_of(D, cfg, train, batch)
+        r = report(confusion_of(D, test, batch, info.num_class, mirror, offsets), info.class_names, ckpt, step,
+                   mirror, offsets)
         if args.samples > 0 and cfg.get("supervised_only") is False:
             r["samples_png"] = str(run / f"samples_{Path(ckpt).name}.png")
             save_png(image_grid(generate(G, cfg, args.samples)), Path(r["samples_png"]))
@@ -394,14 +420,40 @@ def image_shape(cfg: dict) -> tuple[int, int, int]:
     return info["height"], info["width"], info["channels"]
 
 
-def probabilities_fn(D: tf.keras.Model, shape: tuple[int, int, int],
-                     mirror: tuple[int, ...] = ()) -> Callable[[tf.Tensor], tf.Tensor]:
+def probabilities_fn(D: tf.keras.Model, shape: tuple[int, int, int], mirror: tuple[int, ...] = (),
+                     offsets: np.ndarray | None = None) -> Callable[[tf.Tensor], tf.Tensor]:
     """A tf.function: uint8 images [N,H,W,C] -> D's class probabilities [N, num_class] (scaled as in training;
-    `mirror`: the classes --tta mirrors)."""
+    `mirror`: the classes --tta mirrors; `offsets`: --prior's, prior_of)."""
+    shift = None if offsets is None else tf.constant(offsets, tf.float32)
+
     @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
     def probabilities(images):
-        return model.class_probabilities(D, input_ops.scale(images), mirror)
+        return model.class_probabilities(D, input_ops.scale(images), mirror, shift)
     return probabilities
+
+
+def prior_split(args: argparse.Namespace, cfg: dict, run: Path) -> input_ops.Split | None:
+    """The training split of the run's dataset if --prior (without it: the run's own, none before the flag) aligns
+    D's probabilities on it, else None."""
+    if (args.prior or config.recorded(cfg, "prior")) == "none":
+        return None
+    try:
+        path, info = config.resolve_dataset(trained_preprocessing(
+            argparse.Namespace(**{**vars(args), "dataset": cfg["dataset"], "input_height": None,
+                                  "input_width": None, "num_class": None}), cfg))
+    except UserError as e:
+        raise UserError(f"--prior labeled needs the training images of the run {run} ({str(e).rstrip('.')}); "
+                        "or pass --prior none") from None
+    return input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
+
+
+def prior_of(D: tf.keras.Model, cfg: dict, train: input_ops.Split | None, batch: int) -> np.ndarray | None:
+    """--prior's offsets for the restored D of the run of `cfg` over its training split (None: no --prior)."""
+    if train is None:
+        return None
+    labelled = cfg.get("num_labeled")
+    return prior_offsets_of(D, train, batch, None if labelled in (None, "all") else int(labelled),
+                            cfg["dataset_info"]["num_class"])
 
 
 def tta_classes(args: argparse.Namespace, cfg: dict) -> tuple[int, ...]:
@@ -497,7 +549,9 @@ def predict(args: argparse.Namespace) -> dict:
     def load():
         nonlocal ckpt, step
         _, _, ckpt, D, _, step = restore_latest(args)
-        return probabilities_fn(D, shape, tta_classes(args, cfg))
+        mirror = tta_classes(args, cfg)
+        offsets = prior_of(D, cfg, prior_split(args, cfg, run), eval_batch(args.batch_size, shape))
+        return probabilities_fn(D, shape, mirror, offsets)
 
     kept, probs, bad = classify_files(files, shape, cfg.get("resize", "crop"), eval_batch(args.batch_size, shape),
                                       args.workers or folder.cpus(), load)
@@ -519,10 +573,10 @@ class Classifier(tf.Module):
     """What --export saves: D's weights and a serving function, uint8 images -> probabilities and classes."""
 
     def __init__(self, D: tf.keras.Model, shape: tuple[int, int, int], class_names: list[str],
-                 mirror: tuple[int, ...] = ()):
+                 mirror: tuple[int, ...] = (), offsets: np.ndarray | None = None):
         super().__init__(name="classifier")
         self.weights = [w.value for w in D.weights]  # the tf.Variables the traced graph reads
-        probabilities = probabilities_fn(D, shape, mirror)
+        probabilities = probabilities_fn(D, shape, mirror, offsets)
 
         @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
         def serve(images):
@@ -539,7 +593,9 @@ def export(args: argparse.Namespace) -> dict:
         raise UserError(f"--export {out} already exists and is not empty; pass --force to replace it, "
                         "or choose another DIR")
     run, cfg, ckpt, D, _, step = restore_latest(args)
-    module = Classifier(D, image_shape(cfg), cfg["dataset_info"]["class_names"], tta_classes(args, cfg))
+    shape, mirror = image_shape(cfg), tta_classes(args, cfg)
+    offsets = prior_of(D, cfg, prior_split(args, cfg, run), eval_batch(args.batch_size, shape))
+    module = Classifier(D, shape, cfg["dataset_info"]["class_names"], mirror, offsets)
     tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
     for stale in (tmp, old):
         shutil.rmtree(stale, ignore_errors=True)

@@ -175,8 +175,30 @@ def eval_stream(split: Split, batch: int) -> Iterator[tuple[tf.Tensor, tf.Tensor
     keep = np.flatnonzero(split.labels >= 0)
     for start in range(0, len(keep), batch):
         i = keep[start:start + batch]
-        images = split.images[i] if split.images is not None else _read_rows(split, i)
-        yield scale(tf.constant(images)), tf.constant(split.labels[i])
+        yield scale(tf.constant(_rows(split, i))), tf.constant(split.labels[i])
+
+
+def image_stream(split: Split, batch: int, limit: int, seed: int = 0) -> Iterator[tf.Tensor]:
+    """Every image of a split, labelled or not, as [-1, 1] batches in order; a seeded sample of `limit` of them if
+    the split holds more."""
+    keep = np.arange(len(split))
+    if len(keep) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(keep, limit, replace=False))
+    for start in range(0, len(keep), batch):
+        yield scale(tf.constant(_rows(split, keep[start:start + batch])))
+
+
+def labeled_prior(labels: np.ndarray, num_labeled: int | None, num_class: int) -> np.ndarray:
+    """The class frequencies of the labelled subset select_labeled draws from a split's `labels`: uniform for
+    num_labeled images (a balanced subset), else those of every labelled image."""
+    if num_labeled is not None:
+        return np.full(num_class, 1.0 / num_class)
+    counts = np.bincount(labels[labels >= 0], minlength=num_class).astype(np.float64)
+    return counts / max(counts.sum(), 1.0)
+
+
+def _rows(split: Split, i: np.ndarray) -> np.ndarray:
+    return split.images[i] if split.images is not None else _read_rows(split, i)
 
 
 def _file_images(split: Split):

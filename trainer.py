@@ -225,7 +225,7 @@ def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray) -> None:
 # Flags that may change between a run and its resumption, and flags that are not the run's.
 RESUMABLE_KEYS = {"lr", "max_steps", "epochs", "time_budget_min", "ckpt_every", "keep", "eval_every", "summary_every",
                   "steps_per_loop", "in_memory", "memory_budget_gb", "jit", "nan_policy", "strategy", "cpu_devices",
-                  "collective_timeout", "tta"}
+                  "collective_timeout", "tta", "prior"}
 RUN_ONLY_KEYS = {"train_dir", "runs_dir", "new_run", "dataset_dir", "data_dir"}
 
 
@@ -723,9 +723,12 @@ class RunContext:
         return iter(dist(input_ops.shard_by_data(lab))), iter(dist(input_ops.shard_by_data(unl)))
 
     def test_accuracy(self) -> float:
-        return evaler.accuracy_of(self.gan.D_ema, self.test_split,
-                                  evaler.eval_batch(self.args.batch_size, self.info.shape),
-                                  self.info.num_class, config.mirror_classes(self.args.tta, self.args.flip_classes))
+        """D's (EMA) test accuracy, classifying as the evaler does (--tta, --prior)."""
+        a, D = self.args, self.gan.D_ema
+        batch, mirror = evaler.eval_batch(a.batch_size, self.info.shape), config.mirror_classes(a.tta, a.flip_classes)
+        offsets = (evaler.prior_offsets_of(D, self.train_split, batch, a.num_labeled, self.info.num_class)
+                   if a.prior == "labeled" else None)
+        return evaler.accuracy_of(D, self.test_split, batch, self.info.num_class, mirror, offsets)
 
 
 def restore(gan: GAN, manager: tf.train.CheckpointManager, run: Path) -> None:

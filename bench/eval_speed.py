@@ -1,4 +1,5 @@
-"""Benchmark the evaler on trained runs: test images/s and accuracy in one pass and with test-time mirroring.
+"""Benchmark the evaler on trained runs: test images/s and accuracy in one pass and with test-time mirroring,
+and the time --prior labeled takes to fit its offsets.
 
     python bench/eval_speed.py --dataset fashion_mnist --checkpoint RUN [RUN ...]
     python bench/eval_speed.py --dataset fashion_mnist --checkpoint RUN --passes 10 --out /tmp/eval_speed.json
@@ -8,7 +9,9 @@ as `python evaler.py` scores it, with `--tta none` and with `--tta mirror`, alte
 passes each after a warm-up; the best pass's images/s (timed as bench/speed.py times the peak), the share of
 test images that --tta mirror mirrors, and the accuracy either way. bench/speed.py's evaler column times
 untrained networks, which are unsure of every image; how many images are mirrored depends on a trained D's
-confidence, hence this script. Prints a table and writes bench/results/eval_speed.json.
+confidence, hence this script. --prior labeled costs one pass of D over the training images per checkpoint,
+whatever the number of test images: its best of --passes fits (evaler.prior_of) is reported apart, with the
+accuracy of both flags together (the default). Prints a table and writes bench/results/eval_speed.json.
 """
 from __future__ import annotations
 
@@ -64,6 +67,13 @@ def measure(dataset: str, dataset_dir: str, checkpoint: str, passes: int) -> dic
             if i:
                 seconds[mode].append(time.perf_counter() - start)
             accuracy[mode] = float(np.trace(cm) / cm.sum())
+    train = input_ops.load_split(path, "train", "yes", args.memory_budget_gb, info)
+    fits = []
+    for _ in range(passes + 1):  # the first traces D's logits function
+        start = time.perf_counter()
+        offsets = evaler.prior_of(D, cfg, train, batch)
+        fits.append(time.perf_counter() - start)
+    cm = evaler.confusion_of(D, test, batch, info.num_class, modes["mirror"], offsets)
     probabilities = evaler.probabilities_fn(D, info.shape)
     images = test.images[test.labels >= 0]  # the images confusion_of scores
     probs = np.concatenate([probabilities(tf.constant(images[i:i + batch])).numpy()
@@ -73,16 +83,19 @@ def measure(dataset: str, dataset_dir: str, checkpoint: str, passes: int) -> dic
     return {"run": str(run), "checkpoint": ckpt, "step": step, "test_images": n, "batch": batch,
             "mirror_classes": [info.class_names[c] for c in modes["mirror"]], "mirrored_share": float(unsure.mean()),
             **{f"img_per_s_{m}": n / min(s) for m, s in seconds.items()},
-            **{f"accuracy_{m}": a for m, a in accuracy.items()}}
+            **{f"accuracy_{m}": a for m, a in accuracy.items()},
+            "train_images": min(len(train), evaler.PRIOR_IMAGES), "prior_fit_s": min(fits[1:]),
+            "accuracy_mirror_prior": float(np.trace(cm) / cm.sum())}
 
 
 def table(rows: list[dict]) -> str:
     head = f"{'run':<44} {'step':>6} {'mirrored':>8} {'img/s none':>10} {'img/s mirror':>12} {'acc none':>8} " \
-           f"{'acc mirror':>10}"
+           f"{'acc mirror':>10} {'prior fit s':>11} {'acc mirror+prior':>16}"
     lines = [head, "-" * len(head)]
     lines += [f"{Path(r['run']).name[-44:]:<44} {r['step']:>6} {r['mirrored_share']:>8.1%} "
               f"{r['img_per_s_none']:>10,.0f} {r['img_per_s_mirror']:>12,.0f} {r['accuracy_none']:>8.4f} "
-              f"{r['accuracy_mirror']:>10.4f}" for r in rows]
+              f"{r['accuracy_mirror']:>10.4f} {r['prior_fit_s']:>11.2f} {r['accuracy_mirror_prior']:>16.4f}"
+              for r in rows]
     return "\n".join(lines)
 
 

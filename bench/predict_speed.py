@@ -64,7 +64,7 @@ def timed(cmd: list[str]) -> tuple[float, str]:
 def predict_once(run: Path, images: Path, out: Path, workers: int) -> tuple[float, float]:
     """(whole-command seconds, seconds after imports as evaler reports them) of one --predict."""
     wall, err = timed([sys.executable, "evaler.py", "--checkpoint", str(run), "--predict", str(images),
-                       "--output", str(out), "--workers", str(workers)])
+                       "--output", str(out), "--workers", str(workers), "--dataset_dir", str(run.parent / "ds")])
     inner = float(re.search(r"classified \d+ image\(s\) in ([\d.]+) s", err).group(1))
     return wall, inner
 

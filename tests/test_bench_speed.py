@@ -122,7 +122,10 @@ def test_eval_speed_times_one_pass_and_tta_mirror_on_a_trained_run(tmp_path):
     (row,) = result["rows"]
     assert row["step"] == 3 and row["test_images"] == 30 and row["mirror_classes"] == ["class1"]
     assert row["img_per_s_none"] > 0 and row["img_per_s_mirror"] > 0 and 0 <= row["mirrored_share"] <= 1
-    for tta in ("none", "mirror"):
+    assert row["train_images"] == 120 and row["prior_fit_s"] > 0
+    for key, flags in (("none", ["--tta", "none", "--prior", "none"]),
+                       ("mirror", ["--tta", "mirror", "--prior", "none"]),
+                       ("mirror_prior", [])):  # the run's own: --tta mirror --prior labeled
         (report,) = evaler.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--checkpoint", str(run),
-                                 "--samples", "0", "--tta", tta])
-        assert row[f"accuracy_{tta}"] == pytest.approx(report["accuracy"])
+                                 "--samples", "0", *flags])
+        assert row[f"accuracy_{key}"] == pytest.approx(report["accuracy"])

@@ -95,3 +95,29 @@ def test_labeled_stream_mirrors_only_the_flip_classes_and_resumes_with_the_same_
                    .take(4).as_numpy_iterator())
     for (xa, _), (xb, _) in zip(flipped[6:], resumed):
         np.testing.assert_array_equal(xa, xb)
+
+
+def test_image_stream_gives_every_image_labelled_or_not_or_a_seeded_sample(tmp_path):
+    from datasets import format as fmt
+    from tests.tiny import tiny_images
+    labels = np.array([0, 1, 2, -1, -1, 0, -1, 1, 2, -1] * 6)  # an own folder's unlabeled/ images are -1
+    info = fmt.DatasetInfo("mixed", 12, 12, 1, ["a", "b", "c"])
+    file = fmt.write(fmt.dataset_path(tmp_path, "mixed"), info,
+                     {"train": (tiny_images(np.maximum(labels, 0), (12, 12, 1), 0), labels),
+                      "test": (tiny_images(np.arange(3), (12, 12, 1), 1), np.arange(3))})
+    split = input_ops.load_split(file, "train")
+    every = np.concatenate([x.numpy() for x in input_ops.image_stream(split, 25, limit=10_000)])
+    np.testing.assert_allclose(every, split.images / 127.5 - 1, atol=1e-6)
+    streamed = input_ops.load_split(file, "train", in_memory="no")
+    sample = np.concatenate([x.numpy() for x in input_ops.image_stream(streamed, 7, limit=40, seed=3)])
+    again = np.concatenate([x.numpy() for x in input_ops.image_stream(split, 40, limit=40, seed=3)])
+    assert sample.shape == (40, 12, 12, 1) and np.array_equal(sample, again)
+    rows = {r.tobytes(): i for i, r in enumerate(every)}
+    picked = [rows[r.tobytes()] for r in sample]
+    assert len(set(picked)) == 40 and picked == sorted(picked) and (labels[picked] < 0).any()
+
+
+def test_labeled_prior_is_uniform_for_a_balanced_subset_and_the_label_frequencies_for_all(path):
+    labels = np.array([0, 0, 0, 1, 2, 2, -1, -1])
+    assert input_ops.labeled_prior(labels, 3, 3).tolist() == pytest.approx([1 / 3] * 3)
+    assert input_ops.labeled_prior(labels, None, 4).tolist() == pytest.approx([0.5, 1 / 6, 1 / 3, 0])

@@ -111,3 +111,37 @@ def test_tta_mirror_averages_with_the_mirror_image_where_a_mirror_class_is_predi
     np.testing.assert_allclose(model.class_probabilities(D, x, mirror), want, atol=1e-6)
     monkeypatch.setattr(model, "MIRROR_GATE", 0.0)  # nothing to mirror: one pass's probabilities
     np.testing.assert_allclose(model.class_probabilities(D, x, mirror), p, atol=1e-6)
+
+
+def test_prior_offsets_shift_the_mean_prediction_to_the_prior_and_no_further():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, (5000, 4)) + np.array([3.0, 0, -2, 0])  # overconfident and biased to class 0
+    logits[:10, 3] = -200  # a class D rules out for some images (float32 softmax: probability 0)
+    prior = np.array([0.1, 0.2, 0.3, 0.4])
+    b = model.prior_offsets(logits.astype(np.float32), prior)
+    np.testing.assert_allclose(tf.nn.softmax(logits + b).numpy().mean(0), prior, atol=1e-5)
+    assert abs(b.mean()) < 1e-9 and b[0] < b[1] < b[2]  # the favoured class is held back most
+    same = np.tile(logits[20:21], (100, 1))  # one image: the offsets make it the prior exactly
+    np.testing.assert_allclose(tf.nn.softmax(same + model.prior_offsets(same, prior)).numpy()[0], prior, atol=1e-6)
+    np.testing.assert_allclose(model.prior_offsets(np.zeros((50, 4)), np.full(4, 0.25)), 0, atol=1e-12)
+    shifted = logits + np.array([5.0, -1, 2, 0])  # offsets answer for a constant shift of the logits
+    np.testing.assert_allclose(model.prior_offsets(shifted, prior) - b, -(np.array([5.0, -1, 2, 0]) - 1.5),
+                               atol=1e-4)
+
+
+def test_class_probabilities_with_offsets_are_the_shifted_softmax(monkeypatch):
+    keras.utils.set_random_seed(2)
+    D = model.build_discriminator("mlp", (6, 6, 1), 3, width=16)
+    x = np.random.uniform(-1, 1, (64, 6, 6, 1)).astype("float32")
+    p = tf.nn.softmax(D(x, training=False)[0]).numpy()
+    b = np.array([2.0, -1.0, -1.0], np.float32)
+    want = p * np.exp(b) / (p * np.exp(b)).sum(1, keepdims=True)
+    np.testing.assert_allclose(model.class_probabilities(D, x, (), tf.constant(b)), want, rtol=1e-5, atol=1e-7)
+    assert (want.argmax(1) != p.argmax(1)).any()
+    q = tf.nn.softmax(D(x[:, :, ::-1], training=False)[0]).numpy()
+    mirrored = q * np.exp(b) / (q * np.exp(b)).sum(1, keepdims=True)  # the mirror image's, shifted alike
+    monkeypatch.setattr(model, "MIRROR_GATE", float(np.median(want.max(1))))
+    ask = (want.argmax(1) == 0) & (want.max(1) < model.MIRROR_GATE)  # the gate sees the shifted probabilities
+    assert ask.any() and (~ask).any()
+    np.testing.assert_allclose(model.class_probabilities(D, x, (0,), tf.constant(b)),
+                               np.where(ask[:, None], (want + mirrored) / 2, want), rtol=1e-5, atol=1e-7)

@@ -25,28 +25,39 @@ NAMES = ["class0", "class1", "class2"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A tiny run dir trained for 20 steps."""
+def dsdir(tmp_path_factory) -> Path:
     dsdir = tmp_path_factory.mktemp("datasets")
     make_tiny_dataset(dsdir)
-    run = tmp_path_factory.mktemp("runs") / "ssgan"
-    trainer.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--train_dir", str(run), "--num_labeled", "30",
-                  *TINY_FLAGS, "--max_steps", "20"])
-    return run
+    return dsdir
 
 
 @pytest.fixture(scope="module")
-def classifier(run):
-    """evaler's own restored model (EMA weights) for the run."""
-    _, ckpts = evaler.find_run(str(run))
-    _, D, _, _ = evaler.load_classifier(run, ckpts[-1])
-    return D
+def run(dsdir, tmp_path_factory) -> list[str]:
+    """The evaler's flags for a tiny run dir trained for 20 steps (and where its training images are)."""
+    run = tmp_path_factory.mktemp("runs") / "ssgan"
+    trainer.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--train_dir", str(run), "--num_labeled", "30",
+                  *TINY_FLAGS, "--max_steps", "20"])
+    return ["--checkpoint", str(run), "--dataset_dir", str(dsdir)]
 
 
-def reference_probs(D, images: np.ndarray) -> np.ndarray:
-    """Class probabilities of evaler's model on uint8 images, scaled as in training."""
+@pytest.fixture(scope="module")
+def classifier(run, dsdir):
+    """evaler's own restored model (EMA weights) for the run, and --prior labeled's offsets: D's mean
+    probabilities over the 300 training images, shifted by them, are uniform (the labelled subset is balanced)."""
+    _, ckpts = evaler.find_run(run[1])
+    _, D, _, _ = evaler.load_classifier(Path(run[1]), ckpts[-1])
+    train = input_ops.load_split(dsdir / "tiny" / "data.hdf5", "train")
+    offsets = evaler.prior_offsets_of(D, train, 100, 30, 3)
+    np.testing.assert_allclose(reference_probs((D, offsets), train.images).mean(0), 1 / 3, atol=1e-5)
+    assert np.abs(offsets).max() > 0.01
+    return D, offsets
+
+
+def reference_probs(classifier, images: np.ndarray) -> np.ndarray:
+    """Class probabilities of evaler's model on uint8 images, scaled as in training, shifted by --prior's offsets."""
+    D, offsets = classifier
     logits, _, _ = D(input_ops.scale(images), training=False)
-    return tf.nn.softmax(logits, axis=-1).numpy()
+    return tf.nn.softmax(tf.nn.log_softmax(logits, axis=-1) + offsets, axis=-1).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +90,7 @@ def read_csv(text: str) -> list[dict]:
 def test_predict_folder_writes_csv_lists_bad_files_and_matches_evalers_model(run, classifier, images, tmp_path,
                                                                             capsys):
     out = tmp_path / "pred.csv"
-    result = evaler.main(["--checkpoint", str(run), "--predict", str(images), "--output", str(out)])
+    result = evaler.main([*run, "--predict", str(images), "--output", str(out)])
     err = capsys.readouterr().err
     assert "skipped 2 file(s)" in err and "broken.png" in err and "notes.txt" in err and "hidden" not in err
     rows = read_csv(out.read_text())
@@ -97,7 +108,7 @@ def test_predict_folder_writes_csv_lists_bad_files_and_matches_evalers_model(run
 
 
 def test_predict_single_file_to_stdout(run, classifier, images, capsys):
-    evaler.main(["--checkpoint", str(run), "--predict", str(images / "sub" / "c.webp")])
+    evaler.main([*run, "--predict", str(images / "sub" / "c.webp")])
     (row,) = read_csv(capsys.readouterr().out)
     p = reference_probs(classifier, load_image(images / "sub" / "c.webp", *SHAPE, "crop")[None])[0]
     assert row["path"] == str(images / "sub" / "c.webp") and row["class"] == NAMES[int(np.argmax(p))]
@@ -110,7 +121,7 @@ def test_predict_with_a_process_pool_gives_the_same_csv(run, tmp_path, capsys):
     outs = []
     for workers in ("1", "2"):
         out = tmp_path / f"w{workers}" / "pred.csv"
-        evaler.main(["--checkpoint", str(run), "--predict", str(tmp_path), "--output", str(out),
+        evaler.main([*run, "--predict", str(tmp_path), "--output", str(out),
                      "--workers", workers, "--batch_size", "20"])
         outs.append(out.read_text())
     assert outs[0] == outs[1] and len(read_csv(outs[0])) == 300
@@ -119,7 +130,7 @@ def test_predict_with_a_process_pool_gives_the_same_csv(run, tmp_path, capsys):
 def test_predict_unreadable_only_and_missing_paths_are_clear_errors(run, images, tmp_path, capsys):
     for path, message in ((images / "notes.txt", "is a readable image"), (tmp_path / "nope", "does not exist")):
         with pytest.raises(SystemExit) as e:
-            evaler.main(["--checkpoint", str(run), "--predict", str(path)])
+            evaler.main([*run, "--predict", str(path)])
         assert e.value.code == 2 and message in capsys.readouterr().err
 
 
@@ -138,7 +149,7 @@ print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(), "class
 
 def test_export_loads_with_tensorflow_alone_in_a_fresh_process(run, classifier, tmp_path):
     export = tmp_path / "exported"
-    assert evaler.main(["--checkpoint", str(run), "--export", str(export)])["export"] == str(export)
+    assert evaler.main([*run, "--export", str(export)])["export"] == str(export)
     assert (export / "saved_model.pb").exists() and not (tmp_path / "exported.tmp").exists()
     x = np.random.default_rng(2).integers(0, 256, (7, *SHAPE), dtype=np.uint8)
     np.save(tmp_path / "x.npy", x)
@@ -160,10 +171,10 @@ def test_export_refuses_a_non_empty_dir_unless_forced(run, tmp_path, capsys):
     export.mkdir()
     (export / "keep.txt").write_text("mine")
     with pytest.raises(SystemExit) as e:
-        evaler.main(["--checkpoint", str(run), "--export", str(export)])
+        evaler.main([*run, "--export", str(export)])
     assert e.value.code == 2 and "--force" in capsys.readouterr().err
     assert (export / "keep.txt").read_text() == "mine"
-    evaler.main(["--checkpoint", str(run), "--export", str(export), "--force"])
+    evaler.main([*run, "--export", str(export), "--force"])
     assert (export / "saved_model.pb").exists() and not (export / "keep.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
 
@@ -171,7 +182,7 @@ def test_export_refuses_a_non_empty_dir_unless_forced(run, tmp_path, capsys):
 @pytest.mark.parametrize("n, grid", [(64, (8, 8)), (10, (3, 4))])
 def test_samples_standalone_writes_a_grid_png_without_a_dataset(run, tmp_path, n, grid):
     out = tmp_path / "grid.png"
-    evaler.main(["--checkpoint", str(run), "--samples", str(n), "--output", str(out)])
+    evaler.main([*run, "--samples", str(n), "--output", str(out)])
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (grid[1] * SHAPE[1], grid[0] * SHAPE[0]) and im.mode == "L"
 
@@ -183,5 +194,20 @@ def test_samples_standalone_writes_a_grid_png_without_a_dataset(run, tmp_path, n
 ])
 def test_flag_misuse_is_a_clear_error(run, capsys, flags, message):
     with pytest.raises(SystemExit) as e:
-        evaler.main(["--checkpoint", str(run), *flags])
+        evaler.main([*run, *flags])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_prior_needs_the_runs_training_images_and_none_gives_ds_own_probabilities(run, classifier, images, tmp_path,
+                                                                                capsys):
+    elsewhere = ["--checkpoint", run[1], "--dataset_dir", str(tmp_path / "empty")]
+    with pytest.raises(SystemExit) as e:
+        evaler.main([*elsewhere, "--predict", str(images / "b.png")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--prior labeled needs the training images of the run" in err
+    assert "download.py" in err and "or pass --prior none" in err
+    evaler.main([*elsewhere, "--predict", str(images / "b.png"), "--prior", "none"])
+    (row,) = read_csv(capsys.readouterr().out)
+    D, _ = classifier
+    p = reference_probs((D, np.zeros(3)), load_image(images / "b.png", *SHAPE, "crop")[None])[0]
+    assert float(row["confidence"]) == pytest.approx(p.max(), abs=1e-5)

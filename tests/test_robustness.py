@@ -81,7 +81,7 @@ def test_evaler_falls_back_from_an_unreadable_latest_checkpoint_of_a_run_dir(dsd
     assert e.value.code == 2 and "Traceback" not in err
     assert re.search(r"ckpt-20 is unreadable: its files are cut short or missing .*pass another checkpoint of",
                      err.splitlines()[-1]), err
-    exported = evaler.main(["--checkpoint", str(run), "--export", str(tmp_path / "model")])
+    exported = evaler.main(["--checkpoint", str(run), "--export", str(tmp_path / "model"), "--dataset_dir", str(dsdir)])
     assert exported["step"] == 10
     (report,) = evaler.main(["--checkpoint", str(run / "ckpt" / "ckpt-10.index"), *common])  # as tab completes it
     assert report["step"] == 10

@@ -135,8 +135,8 @@ def test_compiled_predictor_goes_with_its_model():
 
     import model
     D = model.build_discriminator("mlp", (8, 8, 1), 3, width=16)
-    cm = evaler._predictor(D)(tf.zeros([4, 8, 8, 1]), tf.constant([0, 1, 2, 0], tf.int64), 3).numpy()
-    assert cm.sum() == 4 and D in evaler._PREDICTORS
+    cm = evaler._compiled(D)[1](tf.zeros([4, 8, 8, 1]), tf.constant([0, 1, 2, 0], tf.int64), 3, None).numpy()
+    assert cm.sum() == 4 and D in evaler._COMPILED
     alive = weakref.ref(D)
     del D
     gc.collect()
@@ -337,7 +337,7 @@ def test_a_run_records_its_flip_classes_and_a_run_from_before_the_flag_resumes_u
 
 def test_tta_mirror_uses_the_runs_flip_classes_in_trainer_and_evaler_alike(dsdir, tmp_path, capsys):
     run = tmp_path / "tta"
-    result = train(dsdir, run, "--max_steps", "5", "--flip_classes", "0,2")
+    result = train(dsdir, run, "--max_steps", "5", "--flip_classes", "0,2", "--prior", "none")  # mirroring alone
     common = ["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir), "--samples", "0"]
     (mirrored,) = evaler.main(common)  # as the run was trained: --tta mirror
     (plain,) = evaler.main([*common, "--tta", "none"])
@@ -362,6 +362,33 @@ def test_tta_mirror_uses_the_runs_flip_classes_in_trainer_and_evaler_alike(dsdir
     with pytest.raises(SystemExit):
         evaler.main([*common, "--tta", "mirror"])
     assert "flip_classes '0;2' in the run's config.json is not a list of class indices" in capsys.readouterr().err
+
+
+def test_prior_labeled_classifies_alike_in_trainer_and_evaler_and_older_runs_as_they_did(dsdir, tmp_path):
+    run = tmp_path / "prior"
+    result = train(dsdir, run, "--max_steps", "5")  # --prior labeled, the default
+    common = ["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir), "--samples", "0"]
+    (aligned,) = evaler.main(common)  # as the run was trained
+    (plain,) = evaler.main([*common, "--prior", "none"])
+    assert aligned["accuracy"] == pytest.approx(result["test_accuracy"]) and plain["prior_offsets"] is None
+    assert list(aligned["prior_offsets"]) == ["class0", "class1", "class2"]
+    cfg, D, _, _ = evaler.load_classifier(run, str(run / "ckpt" / "ckpt-5"))
+    train_split = input_ops.load_split(dsdir / "tiny" / "data.hdf5", "train", "yes", 1.0)
+    predicted = {}
+    for name, r in (("aligned", aligned), ("plain", plain)):
+        offsets = None if r["prior_offsets"] is None else np.array(list(r["prior_offsets"].values()))
+        probs = evaler.probabilities_fn(D, (12, 12, 1), (), offsets)(tf.constant(train_split.images)).numpy()
+        predicted[name] = probs.mean(0)
+    np.testing.assert_allclose(predicted["aligned"], 1 / 3, atol=1e-5)  # the balanced labelled subset's prior
+    assert np.abs(predicted["plain"] - 1 / 3).max() > 1e-3  # D, 5 steps old, does not spread its guesses evenly
+    result = train(dsdir, run, "--max_steps", "6", "--prior", "none")  # resumes
+    (r,) = evaler.main(common)  # now as recorded: as D gives them
+    assert r["prior_offsets"] is None and r["accuracy"] == pytest.approx(result["test_accuracy"])
+    cfg = json.loads((run / "config.json").read_text())
+    del cfg["prior"]  # as written before the flag
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert evaler.main(common)[0]["prior_offsets"] is None
+    assert evaler.main([*common, "--prior", "labeled"])[0]["prior_offsets"] is not None
 
 
 def test_mirror_guessed_mirrors_only_images_the_classifier_puts_in_a_flip_class():
