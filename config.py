@@ -179,9 +179,9 @@ def add_eval_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
                         + ("" if defaults else "; default: as the run was trained (runs from before the flag: none)"))
     g.add_argument("--prior", choices=("labeled", "none"), default="labeled" if defaults else None,
                    help="labeled: add offsets to D's class logits (before --tta) so that its mean class "
-                        "probabilities over the training images (up to 60,000, labelled or not) are the labelled "
-                        "subset's class frequencies: uniform for --num_labeled N, which draws a balanced subset "
-                        "(none: D's logits as they are)"
+                        "probabilities over the training images (up to 60,000, labelled or not) are the class "
+                        "frequencies of the labelled ones (a downloaded dataset's training labels, an own folder's "
+                        "class folders); fitted for each checkpoint and saved beside it (none: D's logits as they are)"
                         + ("" if defaults else "; default: as the run was trained (runs from before the flag: none)"))
 
 

@@ -12,6 +12,11 @@ Using the trained classifier (no --dataset needed):
     python evaler.py --checkpoint RUN --predict IMAGE_OR_FOLDER [--output predictions.csv]
     python evaler.py --checkpoint RUN --export exported_model      # a TensorFlow SavedModel
     python evaler.py --checkpoint RUN --samples 64 --output grid.png
+
+D's class logits get --prior labeled's offsets (the default for runs that were trained with it): the trainer
+saves them beside each checkpoint (ckpt-N.prior.json). For a checkpoint without them (a run from before the flag
+evaluated with --prior labeled, or --weights raw) they are fitted on the run's training images, which must then be
+in --dataset_dir.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ import datasets
 import input_ops
 import model
 from datasets import folder
+from datasets import format as fmt
 from errors import UserError, exits_cleanly
 
 EPILOG = """examples:
@@ -125,13 +131,32 @@ def accuracy_of(D: tf.keras.Model, split: input_ops.Split, batch: int, num_class
 PRIOR_IMAGES = 60_000
 
 
-def prior_offsets_of(D: tf.keras.Model, train: input_ops.Split, batch: int, num_labeled: int | None,
-                     num_class: int) -> np.ndarray:
+def prior_offsets_of(D: tf.keras.Model, train: input_ops.Split, batch: int, num_class: int) -> np.ndarray:
     """--prior labeled's offsets (model.prior_offsets) for D's class logits over the run's training split `train`:
-    to the class frequencies of its labelled subset."""
+    to the class frequencies of its labelled images (input_ops.class_frequencies)."""
     logits = _compiled(D)[0]
     found = np.concatenate([logits(x).numpy() for x in input_ops.image_stream(train, batch, PRIOR_IMAGES)])
-    return model.prior_offsets(found, input_ops.labeled_prior(train.labels, num_labeled, num_class))
+    return model.prior_offsets(found, input_ops.class_frequencies(train.labels, num_class))
+
+
+def prior_file(ckpt: str) -> Path:
+    """Where the trainer keeps --prior labeled's offsets for a checkpoint's EMA weights."""
+    return Path(f"{ckpt}.prior.json")
+
+
+def read_prior_file(ckpt: str, num_class: int) -> np.ndarray | None:
+    """The offsets the trainer saved with a checkpoint, or None if it saved none (an unreadable file: a warning)."""
+    path = prior_file(ckpt)
+    if not path.exists():
+        return None
+    try:
+        offsets = np.array(json.loads(path.read_text())["offsets"], np.float64)
+        if offsets.shape != (num_class,) or not np.isfinite(offsets).all():
+            raise ValueError(f"{offsets.shape} offsets")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"warning: {path} is unreadable ({e}); fitting --prior's offsets again", file=sys.stderr)
+        return None
+    return offsets
 
 
 # Compiled test-time functions per live model and mirror classes; an entry goes when its model is garbage-collected.
@@ -346,9 +371,9 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
     reports = []
     D, G = build_models(cfg)  # built once; each checkpoint restored into it
     batch = eval_batch(args.batch_size, info.shape)
-    mirror, train = tta_classes(args, cfg), prior_split(args, cfg, run)
+    mirror, train = tta_classes(args, cfg), functools.cache(lambda: prior_split(args, cfg, run))
     for ckpt, step in _restored(D, G, run, ckpts, args):
-        offsets = prior_of(D, cfg, train, batch)
+        offsets = prior_of(args, cfg, D, ckpt, train, batch)
         r = report(confusion_of(D, test, batch, info.num_class, mirror, offsets), info.class_names, ckpt, step,
                    mirror, offsets)
         if args.samples > 0 and cfg.get("supervised_only") is False:
@@ -432,28 +457,33 @@ def probabilities_fn(D: tf.keras.Model, shape: tuple[int, int, int], mirror: tup
     return probabilities
 
 
-def prior_split(args: argparse.Namespace, cfg: dict, run: Path) -> input_ops.Split | None:
-    """The training split of the run's dataset if --prior (without it: the run's own, none before the flag) aligns
-    D's probabilities on it, else None."""
-    if (args.prior or config.recorded(cfg, "prior")) == "none":
-        return None
-    try:
-        path, info = config.resolve_dataset(trained_preprocessing(
-            argparse.Namespace(**{**vars(args), "dataset": cfg["dataset"], "input_height": None,
-                                  "input_width": None, "num_class": None}), cfg))
-    except UserError as e:
-        raise UserError(f"--prior labeled needs the training images of the run {run} ({str(e).rstrip('.')}); "
-                        "or pass --prior none") from None
+def prior_split(args: argparse.Namespace, cfg: dict, run: Path) -> input_ops.Split:
+    """The training split of the run's dataset (as converted for it: never converted here), checked against the
+    run: what --prior labeled fits its offsets on when the trainer saved none with a checkpoint."""
+    name, trained = cfg.get("dataset"), cfg["dataset_info"]
+    path = fmt.dataset_path(args.dataset_dir, str(name))
+    shape = (trained["height"], trained["width"], trained["channels"], trained["num_class"])
+    fix = "pass the --dataset_dir that holds it, or --prior none"
+    if not name or not path.exists():
+        raise UserError(f"--prior labeled fits D's class prior on the run's training images, but dataset {name!r} "
+                        f"is not at {path}; {fix}")
+    info = fmt.read_info(path)
+    if (info.height, info.width, info.channels, info.num_class) != shape:
+        raise UserError(f"--prior labeled fits D's class prior on the run's training images, but {path} holds "
+                        f"{info.height}x{info.width}x{info.channels} images of {info.num_class} classes and the run "
+                        f"{run} was trained on {shape[0]}x{shape[1]}x{shape[2]} with {shape[3]}; {fix}")
     return input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
 
 
-def prior_of(D: tf.keras.Model, cfg: dict, train: input_ops.Split | None, batch: int) -> np.ndarray | None:
-    """--prior's offsets for the restored D of the run of `cfg` over its training split (None: no --prior)."""
-    if train is None:
+def prior_of(args: argparse.Namespace, cfg: dict, D: tf.keras.Model, ckpt: str,
+             train: Callable[[], input_ops.Split], batch: int) -> np.ndarray | None:
+    """--prior's offsets for D restored from `ckpt` (None: --prior none, or the run's own before the flag): those
+    the trainer saved with the checkpoint for its EMA weights, else fitted on `train()`, the run's training split."""
+    if (args.prior or config.recorded(cfg, "prior")) == "none":
         return None
-    labelled = cfg.get("num_labeled")
-    return prior_offsets_of(D, train, batch, None if labelled in (None, "all") else int(labelled),
-                            cfg["dataset_info"]["num_class"])
+    num_class = cfg["dataset_info"]["num_class"]
+    saved = read_prior_file(ckpt, num_class) if args.weights == "ema" else None
+    return saved if saved is not None else prior_offsets_of(D, train(), batch, num_class)
 
 
 def tta_classes(args: argparse.Namespace, cfg: dict) -> tuple[int, ...]:
@@ -549,9 +579,8 @@ def predict(args: argparse.Namespace) -> dict:
     def load():
         nonlocal ckpt, step
         _, _, ckpt, D, _, step = restore_latest(args)
-        mirror = tta_classes(args, cfg)
-        offsets = prior_of(D, cfg, prior_split(args, cfg, run), eval_batch(args.batch_size, shape))
-        return probabilities_fn(D, shape, mirror, offsets)
+        offsets = prior_of(args, cfg, D, ckpt, lambda: prior_split(args, cfg, run), eval_batch(args.batch_size, shape))
+        return probabilities_fn(D, shape, tta_classes(args, cfg), offsets)
 
     kept, probs, bad = classify_files(files, shape, cfg.get("resize", "crop"), eval_batch(args.batch_size, shape),
                                       args.workers or folder.cpus(), load)
@@ -594,7 +623,7 @@ def export(args: argparse.Namespace) -> dict:
                         "or choose another DIR")
     run, cfg, ckpt, D, _, step = restore_latest(args)
     shape, mirror = image_shape(cfg), tta_classes(args, cfg)
-    offsets = prior_of(D, cfg, prior_split(args, cfg, run), eval_batch(args.batch_size, shape))
+    offsets = prior_of(args, cfg, D, ckpt, lambda: prior_split(args, cfg, run), eval_batch(args.batch_size, shape))
     module = Classifier(D, shape, cfg["dataset_info"]["class_names"], mirror, offsets)
     tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
     for stale in (tmp, old):

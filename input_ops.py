@@ -188,13 +188,14 @@ def image_stream(split: Split, batch: int, limit: int, seed: int = 0) -> Iterato
         yield scale(tf.constant(_rows(split, keep[start:start + batch])))
 
 
-def labeled_prior(labels: np.ndarray, num_labeled: int | None, num_class: int) -> np.ndarray:
-    """The class frequencies of the labelled subset select_labeled draws from a split's `labels`: uniform for
-    num_labeled images (a balanced subset), else those of every labelled image."""
-    if num_labeled is not None:
-        return np.full(num_class, 1.0 / num_class)
-    counts = np.bincount(labels[labels >= 0], minlength=num_class).astype(np.float64)
-    return counts / max(counts.sum(), 1.0)
+def class_frequencies(labels: np.ndarray, num_class: int) -> np.ndarray:
+    """The class frequencies of a split's labelled images (-1, unlabelled, not counted): for a downloaded dataset
+    every training image's class; for an own folder its class folders' images."""
+    counts = np.bincount(labels[labels >= 0], minlength=num_class)[:num_class].astype(np.float64)
+    if not counts.sum():
+        raise UserError("the training split has no labelled image, so its class frequencies are unknown; "
+                        "pass --prior none")
+    return counts / counts.sum()
 
 
 def _rows(split: Split, i: np.ndarray) -> np.ndarray:

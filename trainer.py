@@ -712,6 +712,7 @@ class RunContext:
         self.loop, self.read_metrics = loop, read_metrics
         self.train_split, self.test_split, self.lab_idx, self.flips = train_split, test_split, lab_idx, flips
         self.run, self.info, self.z_fixed, self.max_steps = run, info, z_fixed, max_steps
+        self._prior: tuple[int, np.ndarray] | None = None  # (step, offsets) of --prior labeled's last fit
 
     def iterators(self):
         """Fresh labelled and unlabelled iterators positioned at the current step."""
@@ -722,13 +723,35 @@ class RunContext:
         dist = self.strategy.experimental_distribute_dataset
         return iter(dist(input_ops.shard_by_data(lab))), iter(dist(input_ops.shard_by_data(unl)))
 
+    def prior_offsets(self) -> np.ndarray | None:
+        """--prior labeled's offsets for D's EMA weights of this step (fitted once per step), or None."""
+        if self.args.prior != "labeled":
+            return None
+        step = int(self.gan.step.numpy())
+        if self._prior is None or self._prior[0] != step:
+            batch = evaler.eval_batch(self.args.batch_size, self.info.shape)
+            self._prior = step, evaler.prior_offsets_of(self.gan.D_ema, self.train_split, batch, self.info.num_class)
+        return self._prior[1]
+
     def test_accuracy(self) -> float:
         """D's (EMA) test accuracy, classifying as the evaler does (--tta, --prior)."""
-        a, D = self.args, self.gan.D_ema
-        batch, mirror = evaler.eval_batch(a.batch_size, self.info.shape), config.mirror_classes(a.tta, a.flip_classes)
-        offsets = (evaler.prior_offsets_of(D, self.train_split, batch, a.num_labeled, self.info.num_class)
-                   if a.prior == "labeled" else None)
-        return evaler.accuracy_of(D, self.test_split, batch, self.info.num_class, mirror, offsets)
+        a = self.args
+        return evaler.accuracy_of(self.gan.D_ema, self.test_split, evaler.eval_batch(a.batch_size, self.info.shape),
+                                  self.info.num_class, config.mirror_classes(a.tta, a.flip_classes),
+                                  self.prior_offsets())
+
+    def save(self, step: int) -> None:
+        """A checkpoint of this step; the chief keeps --prior labeled's offsets beside it (evaler.prior_file), so
+        the evaler, --predict and --export need not fit them again, and drops those of checkpoints let go."""
+        path = self.manager.save(checkpoint_number=step)
+        if not self.chief or self.args.prior != "labeled":
+            return
+        _write_json_atomic(evaler.prior_file(path), {"offsets": self.prior_offsets().tolist(), "step": step,
+                                                     "weights": "ema"})
+        kept = {str(evaler.prior_file(c)) for c in self.manager.checkpoints}
+        for old in Path(self.manager.directory).glob("*.prior.json"):
+            if str(old) not in kept:
+                old.unlink(missing_ok=True)
 
 
 def restore(gan: GAN, manager: tf.train.CheckpointManager, run: Path) -> None:
@@ -789,7 +812,7 @@ def _loop(ctx: RunContext, stop: StopFlag) -> str:
                     tf.summary.scalar("test/accuracy", acc)
                 _write_samples(ctx, step)
             if step % args.ckpt_every == 0:
-                ctx.manager.save(checkpoint_number=step)
+                ctx.save(step)
             if stop or (deadline and time.time() > deadline):
                 return "signal" if stop else "time"
     return "done"
@@ -838,7 +861,7 @@ def _finish(ctx: RunContext, status: str) -> dict:
     """Save, evaluate and report at the end of a run (or exit 130 after a signal)."""
     step, manager = int(ctx.gan.step.numpy()), ctx.manager
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
-        manager.save(checkpoint_number=step)
+        ctx.save(step)
     if not ctx.chief:
         shutil.rmtree(manager.directory, ignore_errors=True)
         if status == "signal":

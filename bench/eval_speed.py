@@ -9,9 +9,10 @@ as `python evaler.py` scores it, with `--tta none` and with `--tta mirror`, alte
 passes each after a warm-up; the best pass's images/s (timed as bench/speed.py times the peak), the share of
 test images that --tta mirror mirrors, and the accuracy either way. bench/speed.py's evaler column times
 untrained networks, which are unsure of every image; how many images are mirrored depends on a trained D's
-confidence, hence this script. --prior labeled costs one pass of D over the training images per checkpoint,
-whatever the number of test images: its best of --passes fits (evaler.prior_of) is reported apart, with the
-accuracy of both flags together (the default). Prints a table and writes bench/results/eval_speed.json.
+confidence, hence this script. Where the trainer saved no offsets with a checkpoint, --prior labeled fits them
+with one pass of D over the training images, whatever the number of test images: the best of --passes fits
+(evaler.prior_offsets_of) is reported apart, with the accuracy of both flags together (the default). Prints a
+table and writes bench/results/eval_speed.json.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def measure(dataset: str, dataset_dir: str, checkpoint: str, passes: int) -> dic
     fits = []
     for _ in range(passes + 1):  # the first traces D's logits function
         start = time.perf_counter()
-        offsets = evaler.prior_of(D, cfg, train, batch)
+        offsets = evaler.prior_offsets_of(D, train, batch, info.num_class)
         fits.append(time.perf_counter() - start)
     cm = evaler.confusion_of(D, test, batch, info.num_class, modes["mirror"], offsets)
     probabilities = evaler.probabilities_fn(D, info.shape)

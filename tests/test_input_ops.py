@@ -117,7 +117,8 @@ def test_image_stream_gives_every_image_labelled_or_not_or_a_seeded_sample(tmp_p
     assert len(set(picked)) == 40 and picked == sorted(picked) and (labels[picked] < 0).any()
 
 
-def test_labeled_prior_is_uniform_for_a_balanced_subset_and_the_label_frequencies_for_all(path):
+def test_class_frequencies_count_the_labelled_images_only():
     labels = np.array([0, 0, 0, 1, 2, 2, -1, -1])
-    assert input_ops.labeled_prior(labels, 3, 3).tolist() == pytest.approx([1 / 3] * 3)
-    assert input_ops.labeled_prior(labels, None, 4).tolist() == pytest.approx([0.5, 1 / 6, 1 / 3, 0])
+    assert input_ops.class_frequencies(labels, 4).tolist() == pytest.approx([0.5, 1 / 6, 1 / 3, 0])
+    with pytest.raises(UserError, match="no labelled image"):
+        input_ops.class_frequencies(np.array([-1, -1]), 3)

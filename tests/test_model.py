@@ -129,6 +129,24 @@ def test_prior_offsets_shift_the_mean_prediction_to_the_prior_and_no_further():
                                atol=1e-4)
 
 
+@pytest.mark.parametrize("drop", [30, 50, 200])
+def test_prior_offsets_lift_a_class_d_all_but_rules_out(drop):
+    logits = np.random.default_rng(1).normal(0, 2, (5000, 5))
+    logits[:, 3] -= drop  # mean probability e^-drop: a Newton step without bounds overshoots by orders of magnitude
+    b = model.prior_offsets(logits, np.full(5, 0.2))
+    np.testing.assert_allclose(tf.nn.softmax(logits + b).numpy().mean(0), 0.2, atol=1e-5)
+
+
+def test_prior_offsets_leave_out_non_finite_logits_and_push_a_class_of_prior_zero_down():
+    logits = np.random.default_rng(2).normal(0, 2, (1000, 4))
+    logits[7, 1] = np.nan
+    b = model.prior_offsets(logits, [0.5, 0.5, 0.0, 0.0])
+    finite = logits[np.isfinite(logits).all(axis=1)]
+    np.testing.assert_allclose(tf.nn.softmax(finite + b).numpy().mean(0), [0.5, 0.5, 0, 0], atol=1e-5)
+    assert np.isfinite(b).all() and b[2] < b[0] - model.MAX_OFFSET + 1
+    np.testing.assert_array_equal(model.prior_offsets(np.full((3, 4), np.nan), np.full(4, 0.25)), 0)
+
+
 def test_class_probabilities_with_offsets_are_the_shifted_softmax(monkeypatch):
     keras.utils.set_random_seed(2)
     D = model.build_discriminator("mlp", (6, 6, 1), 3, width=16)

@@ -47,7 +47,7 @@ def classifier(run, dsdir):
     _, ckpts = evaler.find_run(run[1])
     _, D, _, _ = evaler.load_classifier(Path(run[1]), ckpts[-1])
     train = input_ops.load_split(dsdir / "tiny" / "data.hdf5", "train")
-    offsets = evaler.prior_offsets_of(D, train, 100, 30, 3)
+    offsets = evaler.prior_offsets_of(D, train, 100, 3)
     np.testing.assert_allclose(reference_probs((D, offsets), train.images).mean(0), 1 / 3, atol=1e-5)
     assert np.abs(offsets).max() > 0.01
     return D, offsets
@@ -198,16 +198,27 @@ def test_flag_misuse_is_a_clear_error(run, capsys, flags, message):
     assert e.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_prior_needs_the_runs_training_images_and_none_gives_ds_own_probabilities(run, classifier, images, tmp_path,
-                                                                                capsys):
-    elsewhere = ["--checkpoint", run[1], "--dataset_dir", str(tmp_path / "empty")]
-    with pytest.raises(SystemExit) as e:
-        evaler.main([*elsewhere, "--predict", str(images / "b.png")])
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "--prior labeled needs the training images of the run" in err
-    assert "download.py" in err and "or pass --prior none" in err
-    evaler.main([*elsewhere, "--predict", str(images / "b.png"), "--prior", "none"])
+def test_prior_offsets_come_with_the_checkpoint_else_from_the_runs_training_images(run, classifier, images,
+                                                                                 tmp_path, capsys):
+    import shutil
+    D, offsets = classifier
+    pixels = load_image(images / "b.png", *SHAPE, "crop")[None]
+    elsewhere = ["--dataset_dir", str(tmp_path / "empty")]  # the training images are not there
+    evaler.main(["--checkpoint", run[1], *elsewhere, "--predict", str(images / "b.png")])  # the trainer's offsets
     (row,) = read_csv(capsys.readouterr().out)
-    D, _ = classifier
-    p = reference_probs((D, np.zeros(3)), load_image(images / "b.png", *SHAPE, "crop")[None])[0]
-    assert float(row["confidence"]) == pytest.approx(p.max(), abs=1e-5)
+    assert float(row["confidence"]) == pytest.approx(reference_probs((D, offsets), pixels)[0].max(), abs=1e-5)
+    copy = tmp_path / "copy"
+    shutil.copytree(run[1], copy)
+    for saved in (copy / "ckpt").glob("*.prior.json"):
+        saved.unlink()  # as a run from before the trainer saved them, evaluated with --prior labeled
+    with pytest.raises(SystemExit) as e:
+        evaler.main(["--checkpoint", str(copy), *elsewhere, "--predict", str(images / "b.png")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "--prior labeled fits D's class prior on the run's training images" in err
+    assert "pass the --dataset_dir that holds it, or --prior none" in err
+    evaler.main(["--checkpoint", str(copy), "--dataset_dir", run[3], "--predict", str(images / "b.png")])
+    (row,) = read_csv(capsys.readouterr().out)  # fitted again, on the training images: the same offsets
+    assert float(row["confidence"]) == pytest.approx(reference_probs((D, offsets), pixels)[0].max(), abs=1e-5)
+    evaler.main(["--checkpoint", str(copy), *elsewhere, "--predict", str(images / "b.png"), "--prior", "none"])
+    (row,) = read_csv(capsys.readouterr().out)
+    assert float(row["confidence"]) == pytest.approx(reference_probs((D, np.zeros(3)), pixels)[0].max(), abs=1e-5)

@@ -19,6 +19,7 @@ import input_ops
 import trainer
 from datasets import fashion_mnist
 from datasets import format as fmt
+from errors import UserError
 from tests.tiny import TINY_FLAGS, make_tiny_dataset, sup_loss_floor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -381,7 +382,19 @@ def test_prior_labeled_classifies_alike_in_trainer_and_evaler_and_older_runs_as_
         predicted[name] = probs.mean(0)
     np.testing.assert_allclose(predicted["aligned"], 1 / 3, atol=1e-5)  # the balanced labelled subset's prior
     assert np.abs(predicted["plain"] - 1 / 3).max() > 1e-3  # D, 5 steps old, does not spread its guesses evenly
-    result = train(dsdir, run, "--max_steps", "6", "--prior", "none")  # resumes
+    saved = json.loads((run / "ckpt" / "ckpt-5.prior.json").read_text())  # the offsets the evaler used
+    assert saved["offsets"] == pytest.approx(list(aligned["prior_offsets"].values()), abs=1e-12)
+    (run / "ckpt" / "ckpt-5.prior.json").unlink()
+    (refit,) = evaler.main(common)  # fitted again on the training images: the same
+    assert list(refit["prior_offsets"].values()) == pytest.approx(saved["offsets"], abs=1e-4)
+    (run / "ckpt" / "ckpt-5.prior.json").write_text(json.dumps({"offsets": [5.0, 0.0, -5.0]}))
+    assert list(evaler.main(common)[0]["prior_offsets"].values()) == [5.0, 0.0, -5.0]  # read, not refitted
+    (run / "ckpt" / "ckpt-5.prior.json").write_text('{"offsets": [1.0')  # cut short
+    assert list(evaler.main(common)[0]["prior_offsets"].values()) == pytest.approx(saved["offsets"], abs=1e-4)
+    train(dsdir, run, "--max_steps", "45", "--keep", "2")  # checkpoints at 10, ..., 40, 45; the last 2 kept
+    assert sorted(p.name for p in (run / "ckpt").glob("*.prior.json")) == ["ckpt-40.prior.json",
+                                                                            "ckpt-45.prior.json"]
+    result = train(dsdir, run, "--max_steps", "46", "--prior", "none")  # resumes
     (r,) = evaler.main(common)  # now as recorded: as D gives them
     assert r["prior_offsets"] is None and r["accuracy"] == pytest.approx(result["test_accuracy"])
     cfg = json.loads((run / "config.json").read_text())
@@ -389,6 +402,18 @@ def test_prior_labeled_classifies_alike_in_trainer_and_evaler_and_older_runs_as_
     (run / "config.json").write_text(json.dumps(cfg))
     assert evaler.main(common)[0]["prior_offsets"] is None
     assert evaler.main([*common, "--prior", "labeled"])[0]["prior_offsets"] is not None
+    assert not (run / "ckpt" / "ckpt-46.prior.json").exists()  # --prior none saves none
+
+
+def test_prior_split_takes_the_runs_dataset_as_converted_and_says_what_to_pass_otherwise(dsdir, tmp_path):
+    args = evaler.parse_args(["--checkpoint", "x", "--dataset_dir", str(dsdir)])
+    cfg = {"dataset": "tiny", "dataset_info": {"height": 12, "width": 12, "channels": 1, "num_class": 3}}
+    assert len(evaler.prior_split(args, cfg, tmp_path)) == 120
+    for bad, message in (({"dataset": "gone"}, "dataset 'gone' is not at"),
+                         ({"dataset_info": {**cfg["dataset_info"], "height": 16}}, "holds 12x12x1 images of 3 classes "
+                          "and the run .* was trained on 16x12x1 with 3")):
+        with pytest.raises(UserError, match=message + ".*pass the --dataset_dir that holds it, or --prior none"):
+            evaler.prior_split(args, {**cfg, **bad}, tmp_path)
 
 
 def test_mirror_guessed_mirrors_only_images_the_classifier_puts_in_a_flip_class():
