@@ -144,15 +144,19 @@ def prior_file(ckpt: str) -> Path:
     return Path(f"{ckpt}.prior.json")
 
 
-def read_prior_file(ckpt: str, num_class: int) -> np.ndarray | None:
-    """The offsets the trainer saved with a checkpoint, or None if it saved none (an unreadable file: a warning)."""
+def read_prior_file(ckpt: str, step: int, num_class: int) -> np.ndarray | None:
+    """The offsets the trainer saved with a checkpoint of `step` for its EMA weights, or None if it saved none (an
+    unreadable file, or one of another step: a warning)."""
     path = prior_file(ckpt)
     if not path.exists():
         return None
     try:
-        offsets = np.array(json.loads(path.read_text())["offsets"], np.float64)
+        saved = json.loads(path.read_text())
+        offsets = np.array(saved["offsets"], np.float64)
         if offsets.shape != (num_class,) or not np.isfinite(offsets).all():
             raise ValueError(f"{offsets.shape} offsets")
+        if (saved["step"], saved["weights"]) != (step, "ema"):
+            raise ValueError(f"saved for step {saved['step']}, {saved['weights']} weights")
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"warning: {path} is unreadable ({e}); fitting --prior's offsets again", file=sys.stderr)
         return None
@@ -373,7 +377,7 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
     batch = eval_batch(args.batch_size, info.shape)
     mirror, train = tta_classes(args, cfg), functools.cache(lambda: prior_split(args, cfg, run))
     for ckpt, step in _restored(D, G, run, ckpts, args):
-        offsets = prior_of(args, cfg, D, ckpt, train, batch)
+        offsets = prior_of(args, cfg, run, D, ckpt, step, batch, train)
         r = report(confusion_of(D, test, batch, info.num_class, mirror, offsets), info.class_names, ckpt, step,
                    mirror, offsets)
         if args.samples > 0 and cfg.get("supervised_only") is False:
@@ -460,30 +464,40 @@ def probabilities_fn(D: tf.keras.Model, shape: tuple[int, int, int], mirror: tup
 def prior_split(args: argparse.Namespace, cfg: dict, run: Path) -> input_ops.Split:
     """The training split of the run's dataset (as converted for it: never converted here), checked against the
     run: what --prior labeled fits its offsets on when the trainer saved none with a checkpoint."""
-    name, trained = cfg.get("dataset"), cfg["dataset_info"]
-    path = fmt.dataset_path(args.dataset_dir, str(name))
-    shape = (trained["height"], trained["width"], trained["channels"], trained["num_class"])
-    fix = "pass the --dataset_dir that holds it, or --prior none"
+    name, trained = str(cfg.get("dataset") or ""), cfg["dataset_info"]
+    own = name not in datasets.SOURCES and folder.is_folder_dataset(name, args.data_dir)
+    path = folder.converted_path(name, args.data_dir, args.dataset_dir) if own else fmt.dataset_path(
+        args.dataset_dir, name)
+    fix = ("pass the --dataset_dir that holds it, or --prior none"
+           + (" (or --weights ema, whose offsets the trainer saved)" if args.weights == "raw" else ""))
     if not name or not path.exists():
         raise UserError(f"--prior labeled fits D's class prior on the run's training images, but dataset {name!r} "
                         f"is not at {path}; {fix}")
     info = fmt.read_info(path)
-    if (info.height, info.width, info.channels, info.num_class) != shape:
-        raise UserError(f"--prior labeled fits D's class prior on the run's training images, but {path} holds "
-                        f"{info.height}x{info.width}x{info.channels} images of {info.num_class} classes and the run "
-                        f"{run} was trained on {shape[0]}x{shape[1]}x{shape[2]} with {shape[3]}; {fix}")
+    shape = (trained["height"], trained["width"], trained["channels"], trained["num_class"])
+    if (info.height, info.width, info.channels, info.num_class) != shape or (
+            info.class_names != trained.get("class_names", info.class_names)):
+        def classes(names, n):
+            return f"{n} classes ({', '.join(names)})" if names else f"{n} classes"
+        held = f"{info.height}x{info.width}x{info.channels} images of {classes(info.class_names, info.num_class)}"
+        raise UserError(f"--prior labeled fits D's class prior on the run's training images, but {path} holds {held}"
+                        f" and the run {run} was trained on {shape[0]}x{shape[1]}x{shape[2]} images of "
+                        f"{classes(trained.get('class_names'), shape[3])}; {fix}")
     return input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
 
 
-def prior_of(args: argparse.Namespace, cfg: dict, D: tf.keras.Model, ckpt: str,
-             train: Callable[[], input_ops.Split], batch: int) -> np.ndarray | None:
-    """--prior's offsets for D restored from `ckpt` (None: --prior none, or the run's own before the flag): those
-    the trainer saved with the checkpoint for its EMA weights, else fitted on `train()`, the run's training split."""
+def prior_of(args: argparse.Namespace, cfg: dict, run: Path, D: tf.keras.Model, ckpt: str, step: int, batch: int,
+             train: Callable[[], input_ops.Split] | None = None) -> np.ndarray | None:
+    """--prior's offsets for D restored from `ckpt` of `step` (None: --prior none, or the run's own before the
+    flag): those the trainer saved with the checkpoint for its EMA weights, else fitted on `train()` (default:
+    prior_split), the run's training split."""
     if (args.prior or config.recorded(cfg, "prior")) == "none":
         return None
     num_class = cfg["dataset_info"]["num_class"]
-    saved = read_prior_file(ckpt, num_class) if args.weights == "ema" else None
-    return saved if saved is not None else prior_offsets_of(D, train(), batch, num_class)
+    saved = read_prior_file(ckpt, step, num_class) if args.weights == "ema" else None
+    if saved is not None:
+        return saved
+    return prior_offsets_of(D, (train or (lambda: prior_split(args, cfg, run)))(), batch, num_class)
 
 
 def tta_classes(args: argparse.Namespace, cfg: dict) -> tuple[int, ...]:
@@ -579,7 +593,7 @@ def predict(args: argparse.Namespace) -> dict:
     def load():
         nonlocal ckpt, step
         _, _, ckpt, D, _, step = restore_latest(args)
-        offsets = prior_of(args, cfg, D, ckpt, lambda: prior_split(args, cfg, run), eval_batch(args.batch_size, shape))
+        offsets = prior_of(args, cfg, run, D, ckpt, step, eval_batch(args.batch_size, shape))
         return probabilities_fn(D, shape, tta_classes(args, cfg), offsets)
 
     kept, probs, bad = classify_files(files, shape, cfg.get("resize", "crop"), eval_batch(args.batch_size, shape),
@@ -623,7 +637,7 @@ def export(args: argparse.Namespace) -> dict:
                         "or choose another DIR")
     run, cfg, ckpt, D, _, step = restore_latest(args)
     shape, mirror = image_shape(cfg), tta_classes(args, cfg)
-    offsets = prior_of(args, cfg, D, ckpt, lambda: prior_split(args, cfg, run), eval_batch(args.batch_size, shape))
+    offsets = prior_of(args, cfg, run, D, ckpt, step, eval_batch(args.batch_size, shape))
     module = Classifier(D, shape, cfg["dataset_info"]["class_names"], mirror, offsets)
     tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
     for stale in (tmp, old):

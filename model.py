@@ -210,10 +210,10 @@ def prior_offsets(logits: np.ndarray, prior: np.ndarray, tol: float = 1e-6, max_
     logits = np.asarray(logits, np.float64)
     logits = logits[np.isfinite(logits).all(axis=1)]
     prior = np.maximum(np.asarray(prior, np.float64), 0.0)
-    prior = prior / prior.sum()
     n = len(prior)
-    if not len(logits):
+    if not len(logits) or not prior.sum():
         return np.zeros(n)
+    prior = prior / prior.sum()
     present = prior > 0
     b = np.zeros(n)
 

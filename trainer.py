@@ -741,16 +741,23 @@ class RunContext:
                                   self.prior_offsets())
 
     def save(self, step: int) -> None:
-        """A checkpoint of this step; the chief keeps --prior labeled's offsets beside it (evaler.prior_file), so
-        the evaler, --predict and --export need not fit them again, and drops those of checkpoints let go."""
-        path = self.manager.save(checkpoint_number=step)
-        if not self.chief or self.args.prior != "labeled":
+        """A checkpoint of this step, and its --prior offsets (save_prior)."""
+        self.save_prior(self.manager.save(checkpoint_number=step), step)
+
+    def save_prior(self, ckpt: str, step: int) -> None:
+        """The chief keeps --prior labeled's offsets for checkpoint `ckpt` of this step beside it (evaler.prior_file),
+        so that the evaler, --predict and --export need not fit them again (with --prior none: none, nor an older
+        file of that name), and drops those of checkpoints let go."""
+        if not self.chief:
             return
-        _write_json_atomic(evaler.prior_file(path), {"offsets": self.prior_offsets().tolist(), "step": step,
-                                                     "weights": "ema"})
-        kept = {str(evaler.prior_file(c)) for c in self.manager.checkpoints}
+        path = evaler.prior_file(ckpt)
+        if self.args.prior == "labeled":
+            _write_json_atomic(path, {"offsets": self.prior_offsets().tolist(), "step": step, "weights": "ema"})
+        else:
+            path.unlink(missing_ok=True)
+        kept = {evaler.prior_file(c).name for c in self.manager.checkpoints}
         for old in Path(self.manager.directory).glob("*.prior.json"):
-            if str(old) not in kept:
+            if old.name not in kept:
                 old.unlink(missing_ok=True)
 
 
@@ -835,6 +842,7 @@ def _on_divergence(ctx: RunContext, step: int, bar) -> None:
         raise UserError(f"training diverged by step {step} (a loss became NaN/Inf); {kept}; {fix} and re-run")
     scale = float(ctx.gan.lr_scale.numpy()) / 2
     restore(ctx.gan, ctx.manager, ctx.run)
+    ctx._prior = None  # fitted for the weights rolled back from
     ctx.gan.lr_scale.assign(scale)
     bar.write(f"step {step}: a loss became NaN/Inf; rolled back to {last} and halved the LR (scale {scale:g})")
 
@@ -862,6 +870,8 @@ def _finish(ctx: RunContext, status: str) -> dict:
     step, manager = int(ctx.gan.step.numpy()), ctx.manager
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
         ctx.save(step)
+    elif ctx.args.prior == "labeled" and not evaler.prior_file(manager.latest_checkpoint).exists():
+        ctx.save_prior(manager.latest_checkpoint, step)  # a run resumed at its end, saved without them
     if not ctx.chief:
         shutil.rmtree(manager.directory, ignore_errors=True)
         if status == "signal":

@@ -87,6 +87,12 @@ def is_folder_dataset(name: str, data_dir: str | os.PathLike = "data") -> bool:
     return bool(name) and (Path(data_dir) / name).is_dir()
 
 
+def converted_path(name: str, data_dir: str | os.PathLike = "data", dataset_dir: str | os.PathLike = "datasets"
+                   ) -> Path:
+    """Where `convert` keeps `data_dir/name/` (named after the folder itself, a link followed), converted or not."""
+    return dataset_path(dataset_dir, (Path(data_dir) / name).resolve().name)
+
+
 def convert(folder: str | os.PathLike, dataset_dir: str | os.PathLike = "datasets", height: int | None = None,
             width: int | None = None, channels: int | None = None, test_fraction: float = 0.1,
             resize: str = "crop", seed: int | None = None, force: bool = False, workers: int | None = None) -> Path:

@@ -114,3 +114,21 @@ def test_a_run_whose_folder_was_converted_at_another_size_since_names_the_size_f
     assert e.value.code == 2
     assert (f"{info['height']}x{info['width']}x3 images, not 8x8x3; pass --input_height {info['height']} "
             f"--input_width {info['width']} to resume it") in err, err
+
+
+def test_prior_is_fitted_on_a_linked_folders_conversion_without_converting_it(folder, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "pics").symlink_to(folder / "shapes")  # converted as datasets/shapes, the folder's own name
+    common = ["--data_dir", str(data), "--dataset_dir", str(tmp_path / "datasets")]
+    run = tmp_path / "run"
+    trainer.main(["--dataset", "pics", *common, "--input_height", "12", "--input_width", "16", "--train_dir", str(run),
+                  "--num_labeled", "15", *TINY_FLAGS, "--max_steps", "5"])
+    converted = tmp_path / "datasets" / "shapes" / "data.hdf5"
+    saved = json.loads((run / "ckpt" / "ckpt-5.prior.json").read_text())["offsets"]
+    (run / "ckpt" / "ckpt-5.prior.json").unlink()
+    before = converted.stat().st_mtime_ns
+    (report,) = evaler.main(["--dataset", "pics", *common, "--checkpoint", str(run), "--json", "--samples", "0"])
+    assert list(report["prior_offsets"].values()) == pytest.approx(saved, abs=1e-4)  # its 54 labelled images
+    evaler.main(["--checkpoint", str(run), *common, "--export", str(tmp_path / "model")])
+    assert converted.stat().st_mtime_ns == before

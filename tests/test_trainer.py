@@ -365,7 +365,7 @@ def test_tta_mirror_uses_the_runs_flip_classes_in_trainer_and_evaler_alike(dsdir
     assert "flip_classes '0;2' in the run's config.json is not a list of class indices" in capsys.readouterr().err
 
 
-def test_prior_labeled_classifies_alike_in_trainer_and_evaler_and_older_runs_as_they_did(dsdir, tmp_path):
+def test_prior_labeled_classifies_alike_in_trainer_and_evaler_and_older_runs_as_they_did(dsdir, tmp_path, capsys):
     run = tmp_path / "prior"
     result = train(dsdir, run, "--max_steps", "5")  # --prior labeled, the default
     common = ["--checkpoint", str(run), "--dataset", "tiny", "--dataset_dir", str(dsdir), "--samples", "0"]
@@ -380,21 +380,29 @@ def test_prior_labeled_classifies_alike_in_trainer_and_evaler_and_older_runs_as_
         offsets = None if r["prior_offsets"] is None else np.array(list(r["prior_offsets"].values()))
         probs = evaler.probabilities_fn(D, (12, 12, 1), (), offsets)(tf.constant(train_split.images)).numpy()
         predicted[name] = probs.mean(0)
-    np.testing.assert_allclose(predicted["aligned"], 1 / 3, atol=1e-5)  # the balanced labelled subset's prior
+    np.testing.assert_allclose(predicted["aligned"], 1 / 3, atol=1e-5)  # the tiny set's 40 images per class
     assert np.abs(predicted["plain"] - 1 / 3).max() > 1e-3  # D, 5 steps old, does not spread its guesses evenly
     saved = json.loads((run / "ckpt" / "ckpt-5.prior.json").read_text())  # the offsets the evaler used
     assert saved["offsets"] == pytest.approx(list(aligned["prior_offsets"].values()), abs=1e-12)
     (run / "ckpt" / "ckpt-5.prior.json").unlink()
     (refit,) = evaler.main(common)  # fitted again on the training images: the same
     assert list(refit["prior_offsets"].values()) == pytest.approx(saved["offsets"], abs=1e-4)
-    (run / "ckpt" / "ckpt-5.prior.json").write_text(json.dumps({"offsets": [5.0, 0.0, -5.0]}))
+    (run / "ckpt" / "ckpt-5.prior.json").write_text(json.dumps({**saved, "offsets": [5.0, 0.0, -5.0]}))
     assert list(evaler.main(common)[0]["prior_offsets"].values()) == [5.0, 0.0, -5.0]  # read, not refitted
-    (run / "ckpt" / "ckpt-5.prior.json").write_text('{"offsets": [1.0')  # cut short
-    assert list(evaler.main(common)[0]["prior_offsets"].values()) == pytest.approx(saved["offsets"], abs=1e-4)
+    assert evaler.main([*common, "--weights", "raw"])[0]["prior_offsets"] != {"class0": 5.0, "class1": 0.0,
+                                                                              "class2": -5.0}  # fitted for raw D
+    for bad in ('{"offsets": [1.0', json.dumps({**saved, "offsets": [5.0, 0.0, -5.0], "step": 4})):
+        (run / "ckpt" / "ckpt-5.prior.json").write_text(bad)  # cut short; another checkpoint's
+        (r,) = evaler.main(common)
+        assert list(r["prior_offsets"].values()) == pytest.approx(saved["offsets"], abs=1e-4)
+        assert "ckpt-5.prior.json is unreadable" in capsys.readouterr().err
     train(dsdir, run, "--max_steps", "45", "--keep", "2")  # checkpoints at 10, ..., 40, 45; the last 2 kept
     assert sorted(p.name for p in (run / "ckpt").glob("*.prior.json")) == ["ckpt-40.prior.json",
                                                                             "ckpt-45.prior.json"]
-    result = train(dsdir, run, "--max_steps", "46", "--prior", "none")  # resumes
+    (run / "ckpt" / "ckpt-45.prior.json").unlink()  # as if killed between the checkpoint and its offsets
+    train(dsdir, run, "--max_steps", "45", "--keep", "2")  # at its end already: writes them
+    assert json.loads((run / "ckpt" / "ckpt-45.prior.json").read_text())["step"] == 45
+    result = train(dsdir, run, "--max_steps", "46", "--prior", "none", "--keep", "2")  # resumes
     (r,) = evaler.main(common)  # now as recorded: as D gives them
     assert r["prior_offsets"] is None and r["accuracy"] == pytest.approx(result["test_accuracy"])
     cfg = json.loads((run / "config.json").read_text())
@@ -402,7 +410,7 @@ def test_prior_labeled_classifies_alike_in_trainer_and_evaler_and_older_runs_as_
     (run / "config.json").write_text(json.dumps(cfg))
     assert evaler.main(common)[0]["prior_offsets"] is None
     assert evaler.main([*common, "--prior", "labeled"])[0]["prior_offsets"] is not None
-    assert not (run / "ckpt" / "ckpt-46.prior.json").exists()  # --prior none saves none
+    assert sorted(p.name for p in (run / "ckpt").glob("*.prior.json")) == ["ckpt-45.prior.json"]  # 40's went
 
 
 def test_prior_split_takes_the_runs_dataset_as_converted_and_says_what_to_pass_otherwise(dsdir, tmp_path):
@@ -410,8 +418,10 @@ def test_prior_split_takes_the_runs_dataset_as_converted_and_says_what_to_pass_o
     cfg = {"dataset": "tiny", "dataset_info": {"height": 12, "width": 12, "channels": 1, "num_class": 3}}
     assert len(evaler.prior_split(args, cfg, tmp_path)) == 120
     for bad, message in (({"dataset": "gone"}, "dataset 'gone' is not at"),
-                         ({"dataset_info": {**cfg["dataset_info"], "height": 16}}, "holds 12x12x1 images of 3 classes "
-                          "and the run .* was trained on 16x12x1 with 3")):
+                         ({"dataset_info": {**cfg["dataset_info"], "height": 16}}, r"holds 12x12x1 images of 3 classes "
+                          r"\(class0, class1, class2\) and the run .* was trained on 16x12x1 images of 3 classes;"),
+                         ({"dataset_info": {**cfg["dataset_info"], "class_names": ["a", "b", "c"]}},
+                          r"was trained on 12x12x1 images of 3 classes \(a, b, c\)")):
         with pytest.raises(UserError, match=message + ".*pass the --dataset_dir that holds it, or --prior none"):
             evaler.prior_split(args, {**cfg, **bad}, tmp_path)
 
