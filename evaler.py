@@ -112,7 +112,7 @@ def confusion_of(D: tf.keras.Model, split: input_ops.Split, batch: int, num_clas
                  mirror: tuple[int, ...] = (), offsets: np.ndarray | None = None) -> np.ndarray:
     """Confusion matrix [true, predicted] of D's n-way predictions over a labelled split (`mirror`: the classes
     --tta mirrors; `offsets`: --prior's, prior_offsets_of; model.class_probabilities)."""
-    predict = _compiled(D, mirror)[1]
+    predict = _compiled(D, mirror)
     shift = None if offsets is None else tf.constant(offsets, tf.float32)
     cm = np.zeros((num_class, num_class), np.int64)
     for x, y in input_ops.eval_stream(split, batch):
@@ -134,7 +134,7 @@ PRIOR_IMAGES = 60_000
 def prior_offsets_of(D: tf.keras.Model, train: input_ops.Split, batch: int, num_class: int) -> np.ndarray:
     """--prior labeled's offsets (model.prior_offsets) for D's class logits over the run's training split `train`:
     to the class frequencies of its labelled images (input_ops.class_frequencies)."""
-    logits = _compiled(D)[0]
+    logits = _compiled(D)
     found = np.concatenate([logits(x).numpy() for x in input_ops.image_stream(train, batch, PRIOR_IMAGES)])
     return model.prior_offsets(found, input_ops.class_frequencies(train.labels, num_class))
 
@@ -163,26 +163,26 @@ def read_prior_file(ckpt: str, step: int, num_class: int) -> np.ndarray | None:
     return offsets
 
 
-# Compiled test-time functions per live model and mirror classes; an entry goes when its model is garbage-collected.
+# Compiled test-time functions per live model; an entry goes when its model is garbage-collected.
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _compiled(D, mirror: tuple[int, ...] = ()):
-    """(logits(x), confusion(x, y, num_class, offsets)) of D for images x in [-1, 1]: its class logits, and the
-    confusion matrix of its predictions (model.class_probabilities with `mirror` and `offsets`)."""
+def _compiled(D, mirror: tuple[int, ...] | None = None):
+    """A tf.function of D for images x in [-1, 1], compiled once: with `mirror` (the classes --tta mirrors),
+    confusion(x, y, num_class, offsets), the confusion matrix of its predictions (model.class_probabilities);
+    without, logits(x), its class logits."""
     compiled = _COMPILED.setdefault(D, {})
     if mirror not in compiled:
-        model_ref = weakref.ref(D)  # the functions must not keep their model alive
+        model_ref = weakref.ref(D)  # the function must not keep its model alive
 
-        @tf.function  # not XLA: oneDNN's convolutions are 1.3-1.4x faster than XLA's here (lenet, conv)
         def logits(x):
             return model_ref()(x, training=False)[0]
 
-        @tf.function
         def confusion(x, y, num_class, offsets):
             probs = model.class_probabilities(model_ref(), x, mirror, offsets)
             return tf.math.confusion_matrix(y, tf.argmax(probs, -1), num_classes=num_class, dtype=tf.int64)
-        compiled[mirror] = logits, confusion
+        # not XLA: oneDNN's convolutions are 1.3-1.4x faster than XLA's here (lenet, conv)
+        compiled[mirror] = tf.function(logits if mirror is None else confusion)
     return compiled[mirror]
 
 
@@ -468,11 +468,11 @@ def prior_split(args: argparse.Namespace, cfg: dict, run: Path) -> input_ops.Spl
     own = name not in datasets.SOURCES and folder.is_folder_dataset(name, args.data_dir)
     path = folder.converted_path(name, args.data_dir, args.dataset_dir) if own else fmt.dataset_path(
         args.dataset_dir, name)
+    why = "--prior labeled fits D's class prior on the run's training images, but"
     fix = ("pass the --dataset_dir that holds it, or --prior none"
            + (" (or --weights ema, whose offsets the trainer saved)" if args.weights == "raw" else ""))
     if not name or not path.exists():
-        raise UserError(f"--prior labeled fits D's class prior on the run's training images, but dataset {name!r} "
-                        f"is not at {path}; {fix}")
+        raise UserError(f"{why} dataset {name!r} is not at {path}; {fix}")
     info = fmt.read_info(path)
     shape = (trained["height"], trained["width"], trained["channels"], trained["num_class"])
     if (info.height, info.width, info.channels, info.num_class) != shape or (
@@ -480,9 +480,8 @@ def prior_split(args: argparse.Namespace, cfg: dict, run: Path) -> input_ops.Spl
         def classes(names, n):
             return f"{n} classes ({', '.join(names)})" if names else f"{n} classes"
         held = f"{info.height}x{info.width}x{info.channels} images of {classes(info.class_names, info.num_class)}"
-        raise UserError(f"--prior labeled fits D's class prior on the run's training images, but {path} holds {held}"
-                        f" and the run {run} was trained on {shape[0]}x{shape[1]}x{shape[2]} images of "
-                        f"{classes(trained.get('class_names'), shape[3])}; {fix}")
+        raise UserError(f"{why} {path} holds {held} and the run {run} was trained on {shape[0]}x{shape[1]}x{shape[2]} "
+                        f"images of {classes(trained.get('class_names'), shape[3])}; {fix}")
     return input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
 
 

@@ -245,7 +245,6 @@ def prior_offsets(logits: np.ndarray, prior: np.ndarray, tol: float = 1e-6, max_
         else:  # no Newton step lowers the objective: the fixed-point step, which moves towards the prior
             b[present] += np.clip(np.log(prior[present]) - np.log(np.maximum(mean, 1e-300)),
                                   -MAX_OFFSET_STEP, MAX_OFFSET_STEP)
-    b[present] -= b[present].mean()
     b[~present] = (b[present].min() if present.any() else 0.0) - MAX_OFFSET
     return b - b.mean()
 

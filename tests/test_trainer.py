@@ -136,7 +136,7 @@ def test_compiled_predictor_goes_with_its_model():
 
     import model
     D = model.build_discriminator("mlp", (8, 8, 1), 3, width=16)
-    cm = evaler._compiled(D)[1](tf.zeros([4, 8, 8, 1]), tf.constant([0, 1, 2, 0], tf.int64), 3, None).numpy()
+    cm = evaler._compiled(D, ())(tf.zeros([4, 8, 8, 1]), tf.constant([0, 1, 2, 0], tf.int64), 3, None).numpy()
     assert cm.sum() == 4 and D in evaler._COMPILED
     alive = weakref.ref(D)
     del D
