@@ -571,14 +571,16 @@ def predictions_csv(files: list[str], probs: np.ndarray, class_names: list[str])
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a text file via a temporary sibling and a rename."""
+    """Write a text file via a temporary sibling and a rename, so a stop never leaves a cut file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as e:
-        raise UserError(f"cannot write {path} ({e.strerror or e}); choose another --output") from None
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically (write_atomic), keys sorted: the run records (config.json, result.json, ...)."""
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def predict(args: argparse.Namespace) -> dict:
@@ -602,7 +604,10 @@ def predict(args: argparse.Namespace) -> dict:
         raise UserError(f"none of the {len(files)} file(s) in --predict {args.predict} is a readable image")
     text = predictions_csv(kept, probs, cfg["dataset_info"]["class_names"])
     if args.output:
-        write_atomic(Path(args.output), text)
+        try:
+            write_atomic(Path(args.output), text)
+        except OSError as e:
+            raise UserError(f"cannot write {args.output} ({e.strerror or e}); choose another --output") from None
     else:
         sys.stdout.write(text)
     seconds = time.perf_counter() - start

@@ -214,9 +214,9 @@ def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray) -> None:
     """Create the run dir with its config.json and labelled indices; an unwritable dir is a clear error."""
     try:
         run.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(run / "config.json", record)
+        evaler.write_json(run / "config.json", record)
         if not (run / "labeled_indices.json").exists():
-            _write_json_atomic(run / "labeled_indices.json", lab_idx.tolist())
+            evaler.write_json(run / "labeled_indices.json", lab_idx.tolist())
     except OSError as e:
         raise UserError(f"cannot write to run dir {run} ({e.strerror}); choose a writable --train_dir, "
                         "or free space") from None
@@ -277,12 +277,6 @@ def _default_run_dir(args: argparse.Namespace, record: dict) -> Path:
                     print(f"Resuming the unfinished run {run} (same flags); --new_run starts afresh.")
                     return run
     return root / (prefix + time.strftime("%Y%m%d-%H%M%S"))
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
 
 
 def flip_classes(spec: str, dataset: str, class_names: list[str]) -> list[int]:
@@ -752,7 +746,7 @@ class RunContext:
             return
         path = evaler.prior_file(ckpt)
         if self.args.prior == "labeled":
-            _write_json_atomic(path, {"offsets": self.prior_offsets().tolist(), "step": step, "weights": "ema"})
+            evaler.write_json(path, {"offsets": self.prior_offsets().tolist(), "step": step, "weights": "ema"})
         else:
             path.unlink(missing_ok=True)
         kept = {evaler.prior_file(c).name for c in self.manager.checkpoints}
@@ -889,7 +883,7 @@ def _finish(ctx: RunContext, status: str) -> dict:
     result = {"run_dir": str(ctx.run), "checkpoint": manager.latest_checkpoint, "step": step,
               "test_accuracy": acc, "stopped_by": status}
     if status == "done":
-        _write_json_atomic(ctx.run / "result.json", result)
+        evaler.write_json(ctx.run / "result.json", result)
     print(f"Step {step}: test accuracy {acc:.4f} ({len(ctx.test_split)} test images). Checkpoint: "
           f"{manager.latest_checkpoint}")
     if status == "time":

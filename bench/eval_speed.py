@@ -34,7 +34,6 @@ import datasets  # noqa: E402
 import evaler  # noqa: E402
 import input_ops  # noqa: E402
 import model  # noqa: E402
-from bench.accuracy import write_json_atomic  # noqa: E402
 from errors import exits_cleanly  # noqa: E402
 
 
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
                           "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
               "command": " ".join(["python", "bench/eval_speed.py", *(argv if argv is not None else sys.argv[1:])]),
               "rows": rows}
-    write_json_atomic(Path(args.out), result)
+    evaler.write_json(Path(args.out), result)
     return result
 
 

@@ -18,7 +18,6 @@ Writes bench/results/speed.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -325,8 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
               "machine": {**machine(opts, peak, n), **low, "loadavg_1min_at_start": load},
               "flops_counted_by": FLOPS_HOW, "rows": rows}
     out = Path(opts.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    evaler.write_json(out, result)
     print(f"FLOPs: {FLOPS_HOW}\nload average at the end {result['machine']['loadavg_1min']:.2f} on "
           f"{result['machine']['cpus']} CPUs (above that: figures are under contention). Wrote {out}")
     return result

@@ -127,6 +127,16 @@ def test_predict_with_a_process_pool_gives_the_same_csv(run, tmp_path, capsys):
     assert outs[0] == outs[1] and len(read_csv(outs[0])) == 300
 
 
+def test_predict_to_an_unwritable_output_is_a_clear_error(run, images, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as e:
+        evaler.main([*run, "--predict", str(images / "sub" / "c.webp"), "--output", str(blocker / "pred.csv")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "choose another --output" in err and "Traceback" not in err
+    assert blocker.read_text() == "not a folder"
+
+
 def test_predict_unreadable_only_and_missing_paths_are_clear_errors(run, images, tmp_path, capsys):
     for path, message in ((images / "notes.txt", "is a readable image"), (tmp_path / "nope", "does not exist")):
         with pytest.raises(SystemExit) as e:

@@ -281,7 +281,7 @@ def test_bad_input_gives_one_clear_line_and_writes_nothing(name, program, argv, 
 def test_full_disk_is_one_clear_line(dsdir, tmp_path, monkeypatch, capsys):
     def no_space(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(trainer, "_write_json_atomic", no_space)
+    monkeypatch.setattr(evaler, "write_atomic", no_space)
     with pytest.raises(SystemExit) as e:
         trainer.main(train_args(dsdir, tmp_path / "full", "--max_steps", "5"))
     assert e.value.code == 2 and "no space left on device" in capsys.readouterr().err.lower()
