@@ -139,10 +139,12 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="number of classes; must agree with the dataset")
     g.add_argument("--channels", type=int, choices=(1, 3), default=None,
                    help="own folders: 1 (gray) or 3 (RGB); default from the images")
-    g.add_argument("--resize", choices=("crop", "stretch"), default="crop",
-                   help="own folders: keep aspect by centre crop, or stretch")
-    g.add_argument("--test_fraction", type=float, default=0.1,
-                   help="own folders without a test/ folder: share of each class held out for testing")
+    g.add_argument("--resize", choices=("crop", "stretch"), default=None,
+                   help="own folders: keep aspect by centre crop, or stretch (default: the existing conversion's, "
+                   "else crop)")
+    g.add_argument("--test_fraction", type=float, default=None,
+                   help="own folders without a test/ folder: share of each class held out for testing (default: "
+                   "the existing conversion's, else 0.1)")
     g.add_argument("--in_memory", choices=("auto", "yes", "no"), default="auto",
                    help="hold images in memory, or stream from the HDF5 file (auto: by --memory_budget_gb)")
     g.add_argument("--memory_budget_gb", type=non_negative_float, default=4.0,
@@ -208,6 +210,9 @@ def resolve_dataset(args: argparse.Namespace) -> tuple[Path, fmt.DatasetInfo]:
     else:
         path = datasets.require(args.dataset_dir, args.dataset)
     info = fmt.read_info(path)
+    # What the images were converted with (an own folder), recorded in the run's config.json.
+    args.resize = info.extra.get("resize", args.resize or "crop")
+    args.test_fraction = float(info.extra.get("test_fraction", args.test_fraction or 0.1))
     check_shape_flags(args, info.height, info.width, info.num_class, f"dataset {args.dataset}")
     return path, info
 

@@ -59,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "the most common one in the folder)")
     g.add_argument("--channels", type=int, default=None, choices=(1, 3),
                    help="1 = grayscale, 3 = RGB (default: from the images)")
-    g.add_argument("--test_fraction", type=float, default=0.1,
-                   help="share of each class held out as the test split (without a test/ folder)")
-    g.add_argument("--resize", default="crop", choices=("crop", "stretch"),
-                   help="centre-crop to the aspect ratio then resize, or stretch")
+    g.add_argument("--test_fraction", type=float, default=None,
+                   help="share of each class held out as the test split, without a test/ folder (default: the "
+                   "existing conversion's, else 0.1)")
+    g.add_argument("--resize", default=None, choices=("crop", "stretch"),
+                   help="centre-crop to the aspect ratio then resize, or stretch (default: the existing "
+                   "conversion's, else crop)")
     g.add_argument("--seed", type=int, default=None,
                    help="seed of the held-out test split (default: the existing conversion's, else 0)")
     return p

@@ -34,6 +34,10 @@ def exits_cleanly(main: Callable[..., T]) -> Callable[..., T]:
                 print(f"error: no space left on device ({e.filename or 'disk'}); free space and re-run",
                       file=sys.stderr)
                 sys.exit(EXIT_USER_ERROR)
+            if e.filename and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                print(f"error: cannot access {e.filename} ({e.strerror}); check its permissions, or choose another "
+                      "path", file=sys.stderr)
+                sys.exit(EXIT_USER_ERROR)
             raise
 
     return wrapper

@@ -26,7 +26,6 @@ import functools
 import io
 import json
 import math
-import os
 import re
 import shutil
 import sys
@@ -368,6 +367,12 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         raise UserError(f"dataset {args.dataset} is {info.height}x{info.width}x{info.channels} with "
                         f"{info.num_class} classes but the run {run} was trained on "
                         f"{trained['height']}x{trained['width']}x{trained['channels']} with {trained['num_class']}")
+    if trained.get("class_names", info.class_names) != info.class_names:
+        def names(n):
+            return ", ".join(n[:5]) + (", ..." if len(n) > 5 else "")
+        print(f"warning: the classes of {args.dataset} ({names(info.class_names)}) are not those the run {run} was "
+              f"trained on ({names(trained['class_names'])}), so the accuracy counts D's k-th class as the dataset's "
+              "k-th", file=sys.stderr)
     if "files" in trained and trained["files"] != config.dataset_record(info).get("files"):
         print(f"warning: the image folder of {args.dataset} has changed since the run {run} was trained, so its "
               "test split may now hold images the run trained on", file=sys.stderr)
@@ -381,8 +386,13 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         r = report(confusion_of(D, test, batch, info.num_class, mirror, offsets), info.class_names, ckpt, step,
                    mirror, offsets)
         if args.samples > 0 and cfg.get("supervised_only") is False:
-            r["samples_png"] = str(run / f"samples_{Path(ckpt).name}.png")
-            save_png(image_grid(generate(G, cfg, args.samples)), Path(r["samples_png"]))
+            png = run / f"samples_{Path(ckpt).name}.png"
+            try:
+                save_png(image_grid(generate(G, cfg, args.samples)), png)
+                r["samples_png"] = str(png)
+            except OSError as e:  # a run dir one may read but not write: the accuracy is still reported
+                print(f"warning: cannot write {png} ({e.strerror or e}); pass --samples 0 to skip the sample grid",
+                      file=sys.stderr)
         print(json.dumps(r) if args.json else format_report(r) + "\n")
         reports.append(r)
     return reports
@@ -505,22 +515,16 @@ def tta_classes(args: argparse.Namespace, cfg: dict) -> tuple[int, ...]:
 
 
 def list_images(path: Path) -> list[str]:
-    """`path` itself if a file, else every non-hidden file under the folder (recursive, sorted)."""
+    """`path` itself if a file, else every file under the folder (recursive, sorted) that a folder's conversion
+    would read: hidden files, README/LICENSE and text-like files (.txt, .csv, .json, ...) are skipped."""
     if path.is_file():
         return [str(path)]
     if not path.is_dir():
         raise UserError(f"--predict {path} does not exist; give an image file or a folder of images")
-    found: list[str] = []
-    seen: set[str] = set()
-    for top, dirs, files in os.walk(path, followlinks=True):
-        if os.path.realpath(top) in seen:  # a link loop
-            dirs[:] = []
-            continue
-        seen.add(os.path.realpath(top))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(top, f) for f in sorted(files) if not f.startswith(".")]
+    found = [str(path) + rel for rel, _, _ in folder.walk(path, "")]
     if not found:
-        raise UserError(f"--predict folder {path} holds no files (hidden ones are ignored); put images in it")
+        raise UserError(f"--predict folder {path} holds no image files (hidden, README and text-like files are "
+                        "ignored); put images in it")
     return found
 
 
@@ -651,8 +655,9 @@ def export(args: argparse.Namespace) -> dict:
         if out.exists():
             out.rename(old)
         tmp.rename(out)
-    except OSError as e:
-        raise UserError(f"cannot write --export {out} ({e.strerror or e}); choose a writable DIR") from None
+    except (OSError, tf.errors.OpError) as e:  # TensorFlow's file errors are not OSErrors
+        why = e.strerror if isinstance(e, OSError) else e.message.splitlines()[0]
+        raise UserError(f"cannot write --export {out} ({why or e}); choose a writable DIR") from None
     if old.is_dir():
         shutil.rmtree(old, ignore_errors=True)
     else:

@@ -60,11 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelled training images, balanced over classes, or 'all' (fully supervised)")
     g.add_argument("--supervised_only", action="store_true",
                    help="train the same discriminator on the labelled subset alone: the baseline")
-    g.add_argument("--seed", type=int, default=0, help="seeds the labelled subset, data order, weights and noise")
+    g.add_argument("--seed", type=config.non_negative_int, default=0,
+                   help="seeds the labelled subset, data order, weights and noise")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--max_steps", type=int, default=None, help="training steps (default: from --epochs)")
-    g.add_argument("--epochs", type=float, default=10, help="epochs of the unlabelled set, if --max_steps is unset")
-    g.add_argument("--time_budget_min", type=float, default=None, help="stop (and save) after this many minutes")
+    g.add_argument("--max_steps", type=config.non_negative_int, default=None,
+                   help="training steps (default: from --epochs)")
+    g.add_argument("--epochs", type=config.positive_float, default=10,
+                   help="epochs of the unlabelled set, if --max_steps is unset")
+    g.add_argument("--time_budget_min", type=config.positive_float, default=None,
+                   help="stop (and save) after this many minutes")
     g.add_argument("--lr", type=config.positive_float, default=0.003, help="Adam learning rate of D and G")
     g.add_argument("--beta1", type=config.rate, default=0.5, help="Adam beta1 (Salimans et al.: 0.5)")
     g.add_argument("--lr_decay_start", type=config.fraction, default=0.5,
@@ -682,12 +686,6 @@ def check_sizes(args: argparse.Namespace, n_train: int, n_test: int, replicas: i
     if args.batch_size % replicas:
         raise UserError(f"--batch_size {args.batch_size} must be divisible by the {replicas} replicas "
                         f"(e.g. {replicas * max(1, args.batch_size // replicas)})")
-    if args.max_steps is not None and args.max_steps < 0:
-        raise UserError(f"--max_steps must be >= 0, got {args.max_steps}")
-    if args.epochs <= 0:
-        raise UserError(f"--epochs must be positive, got {args.epochs}")
-    if args.time_budget_min is not None and args.time_budget_min <= 0:
-        raise UserError(f"--time_budget_min must be positive, got {args.time_budget_min}")
     if args.d_hidden_noise is not None and args.arch == "conv":
         raise UserError("--d_hidden_noise is for the mlp and lenet Ds; the conv D has dropout instead: drop the flag")
     if args.batch_size > n_train:

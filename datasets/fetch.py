@@ -72,7 +72,10 @@ def fetch(file_name: str, mirrors: Sequence[str], digests: Sequence[str], raw_di
             return dest, digest
         print(f"{dest} does not match its pinned SHA-256; downloading it again", file=sys.stderr)
         dest.unlink()
-    raw_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        raw_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write {raw_dir} ({e.strerror or e}); choose a writable --dataset_dir") from None
     part = dest.with_name(dest.name + ".part")
     failures, mismatch = [], None
     for base in mirrors:

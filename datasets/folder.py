@@ -94,11 +94,13 @@ def converted_path(name: str, data_dir: str | os.PathLike = "data", dataset_dir:
 
 
 def convert(folder: str | os.PathLike, dataset_dir: str | os.PathLike = "datasets", height: int | None = None,
-            width: int | None = None, channels: int | None = None, test_fraction: float = 0.1,
-            resize: str = "crop", seed: int | None = None, force: bool = False, workers: int | None = None) -> Path:
+            width: int | None = None, channels: int | None = None, test_fraction: float | None = None,
+            resize: str | None = None, seed: int | None = None, force: bool = False, workers: int | None = None
+            ) -> Path:
     """Convert `folder` into `<dataset_dir>/<basename>/data.hdf5` (no-op when up to date); return its path.
 
-    `seed` (of the held-out test split and the train order) None: the existing conversion's, else 0."""
+    `test_fraction`, `resize` and `seed` (of the held-out test split and the train order) None: the existing
+    conversion's, else 0.1, crop and 0."""
     return _convert(scan(folder), dataset_dir, height, width, channels, test_fraction, resize, seed, force, workers)
 
 
@@ -124,8 +126,10 @@ def _ignored(name: str) -> bool:
             or os.path.splitext(low)[1] in IGNORED_SUFFIXES)
 
 
-def _walk(top: Path, rel: str, seen: set[str] | None = None) -> Iterator[tuple[str, int, int]]:
-    """Yield (relative path, size, mtime_ns) of every non-ignored file under `top`, following links once."""
+def walk(top: Path, rel: str, seen: set[str] | None = None) -> Iterator[tuple[str, int, int]]:
+    """Yield (relative path, size, mtime_ns) of every non-ignored file under `top`, following links once.
+
+    Not images: hidden files, OS clutter, README/LICENSE and text-like files (also for `evaler.py --predict`)."""
     seen = set() if seen is None else seen
     real = os.path.realpath(top)
     if real in seen:
@@ -142,7 +146,7 @@ def _walk(top: Path, rel: str, seen: set[str] | None = None) -> Iterator[tuple[s
             continue
         r = f"{rel}/{e.name}"
         if e.is_dir():
-            yield from _walk(Path(e.path), r, seen)
+            yield from walk(Path(e.path), r, seen)
         elif e.is_file():
             st = e.stat()
             yield r, st.st_size, st.st_mtime_ns
@@ -157,7 +161,7 @@ def _class_files(root: Path, classes: list[str], where: str) -> tuple[list[tuple
     """Labelled files of each class folder under root, as (relpath, label); an empty class is an error."""
     items, stats = [], []
     for label, c in enumerate(classes):
-        found = list(_walk(root / c, f"{where}{c}"))
+        found = list(walk(root / c, f"{where}{c}"))
         if not found:
             raise UserError(f"class folder {root / c} has no images (class folders found in {root}: "
                             f"{', '.join(classes)}); add images to it or remove it")
@@ -186,7 +190,7 @@ def scan(folder: str | os.PathLike) -> Scan:
     unlabeled: list[str] = []
     for d in subdirs:
         if d.lower() in UNLABELED_NAMES:
-            found = list(_walk(root / d, d))
+            found = list(walk(root / d, d))
             unlabeled += [r for r, _, _ in found]
             stats += found
     stray = _stray(root)
@@ -256,7 +260,8 @@ def _splits(s: Scan, fraction: float, seed: int) -> dict[str, list[tuple[str, in
     return {"train": [train[i] for i in order], "test": test}
 
 
-def _check_args(height: int | None, width: int | None, channels: int | None, fraction: float, resize: str) -> None:
+def _check_args(height: int | None, width: int | None, channels: int | None, fraction: float, resize: str,
+                seed: int = 0) -> None:
     """Reject bad settings with a UserError."""
     for flag, v in (("height", height), ("width", width)):
         if v is not None and (int(v) != v or v < 1):
@@ -267,6 +272,8 @@ def _check_args(height: int | None, width: int | None, channels: int | None, fra
         raise UserError(f"--test_fraction must be between 0 and 1 (exclusive), got {fraction}")
     if resize not in RESIZE_MODES:
         raise UserError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    if int(seed) != seed or seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {seed}")
 
 
 def _header(path: Path) -> tuple[tuple[int, int], bool] | None:
@@ -405,14 +412,17 @@ def _up_to_date(info: DatasetInfo | None, extra: dict, shape: tuple[int | None, 
 
 
 def _convert(s: Scan, dataset_dir: str | os.PathLike, height: int | None, width: int | None,
-             channels: int | None, test_fraction: float = 0.1, resize: str = "crop", seed: int | None = None,
-             force: bool = False, workers: int | None = None) -> Path:
+             channels: int | None, test_fraction: float | None = None, resize: str | None = None,
+             seed: int | None = None, force: bool = False, workers: int | None = None) -> Path:
     """Convert a scanned folder unless its existing conversion is up to date."""
-    _check_args(height, width, channels, test_fraction, resize)
     path = dataset_path(dataset_dir, s.root.name)
     existing = _existing_info(path)
-    if seed is None:  # keep the split of an earlier `download.py --folder --seed N` (the trainer passes none)
-        seed = int(existing.extra.get("seed", 0)) if existing else 0
+    # Unset: keep the settings of an earlier `download.py --folder --resize/--test_fraction/--seed` conversion.
+    kept = existing.extra if existing else {}
+    test_fraction = float(kept.get("test_fraction", 0.1)) if test_fraction is None else test_fraction
+    resize = kept.get("resize", "crop") if resize is None else resize
+    seed = int(kept.get("seed", 0)) if seed is None else seed
+    _check_args(height, width, channels, test_fraction, resize, seed)
     extra = {"source": FORMAT_TAG, "folder": str(s.root), "fingerprint": s.fingerprint, "resize": resize,
              "test_fraction": float(test_fraction), "seed": int(seed), "test_folder": s.test is not None}
     if not force and _up_to_date(existing, extra, (height, width, channels)):

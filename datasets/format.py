@@ -69,8 +69,12 @@ class Writer:
         self.file: h5py.File | None = None
 
     def __enter__(self) -> "Writer":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = h5py.File(self.tmp, "w")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = h5py.File(self.tmp, "w")
+        except OSError as e:
+            raise UserError(f"cannot write {self.path} ({e.strerror or e}); choose a writable --dataset_dir "
+                            "with free space") from None
         for split in SPLITS:
             g = self.file.create_group(split)
             g.create_dataset("images", shape=(0, *self.info.shape), maxshape=(None, *self.info.shape),

@@ -239,6 +239,22 @@ def test_ensure_keeps_the_split_seed_of_an_earlier_conversion(tmp_path):
     assert mtime(path) != before and read_info(path).extra["seed"] == 0
 
 
+def test_unset_resize_and_test_fraction_keep_an_earlier_conversions(tmp_path):
+    """`download.py --folder X --resize stretch --test_fraction 0.25`, then the trainer (which passes neither):
+    the conversion is kept, not redone with crop and 0.1."""
+    src = make_set(tmp_path / "data" / "rs", {"a": 8, "b": 8})
+    path = run(src, tmp_path, height=6, width=6, resize="stretch", test_fraction=0.25)
+    before = mtime(path)
+    folder.ensure("rs", tmp_path / "data", tmp_path / "datasets", height=6, width=6, num_class=2, workers=1)
+    extra = read_info(path).extra
+    assert mtime(path) == before and (extra["resize"], extra["test_fraction"]) == ("stretch", 0.25)
+    run(src, tmp_path, height=6, width=6, resize="crop")  # an explicit other value does reconvert
+    extra = read_info(path).extra
+    assert mtime(path) != before and (extra["resize"], extra["test_fraction"]) == ("crop", 0.25)
+    with pytest.raises(UserError, match=r"--seed must be a non-negative integer, got -1"):
+        run(src, tmp_path, seed=-1)
+
+
 def test_num_class_mismatch_names_the_folders(tmp_path):
     make_set(tmp_path / "data" / "nc", {"cat": 2, "dog": 2})
     for n in (1, 3):

@@ -92,7 +92,8 @@ def test_predict_folder_writes_csv_lists_bad_files_and_matches_evalers_model(run
     out = tmp_path / "pred.csv"
     result = evaler.main([*run, "--predict", str(images), "--output", str(out)])
     err = capsys.readouterr().err
-    assert "skipped 2 file(s)" in err and "broken.png" in err and "notes.txt" in err and "hidden" not in err
+    # the text file and the hidden one are not images to a folder's conversion either: skipped silently
+    assert "skipped 1 file(s)" in err and "broken.png" in err and "notes.txt" not in err and "hidden" not in err
     rows = read_csv(out.read_text())
     assert result["classified"] == len(rows) == len(GOOD)
     assert {Path(r["path"]).relative_to(images).as_posix() for r in rows} == GOOD
@@ -187,6 +188,48 @@ def test_export_refuses_a_non_empty_dir_unless_forced(run, tmp_path, capsys):
     evaler.main([*run, "--export", str(export), "--force"])
     assert (export / "saved_model.pb").exists() and not (export / "keep.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
+
+
+def test_export_to_a_dir_tensorflow_cannot_write_is_a_clear_error(run, tmp_path, monkeypatch, capsys):
+    """TensorFlow's file errors (tf.errors.PermissionDeniedError, ...) are not OSErrors."""
+    def denied(*a, **k):
+        raise tf.errors.PermissionDeniedError(None, None, f"{tmp_path}/x.tmp; Permission denied")
+    monkeypatch.setattr(tf.saved_model, "save", denied)
+    with pytest.raises(SystemExit) as e:
+        evaler.main([*run, "--export", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == (f"error: cannot write --export {tmp_path / 'x'} ({tmp_path}/x.tmp; Permission "
+                                    "denied); choose a writable DIR")
+
+
+def test_evaluating_a_run_dir_one_cannot_write_still_reports(run, monkeypatch, capsys):
+    """The sample grid goes into the run dir; where that fails (a colleague's run, a read-only mount) the accuracy
+    is still reported, with a warning."""
+    def denied(grid, path):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(evaler, "save_png", denied)
+    (r,) = evaler.main([*run, "--dataset", "tiny", "--json"])
+    err = capsys.readouterr().err
+    assert 0 <= r["accuracy"] <= 1 and "samples_png" not in r
+    assert "warning: cannot write" in err and "pass --samples 0" in err
+
+
+def test_evaluating_on_a_dataset_with_other_class_names_warns(run, dsdir, capsys):
+    """Any dataset of the run's image size and class count is evaluated (the original toolkit's evaler), but
+    other class names are said: the accuracy then pairs D's classes with the dataset's by index."""
+    from datasets import format as fmt
+    other = fmt.DatasetInfo("renamed", *SHAPE, ["cat", "dog", "emu"])
+    with fmt.Writer(fmt.dataset_path(dsdir, "renamed"), other) as w:
+        for split in ("train", "test"):
+            s = input_ops.load_split(dsdir / "tiny" / "data.hdf5", split, in_memory="yes")
+            w.append(split, s.images, s.labels)
+    (same,) = evaler.main([*run, "--dataset", "tiny", "--json", "--samples", "0"])
+    assert "warning" not in capsys.readouterr().err
+    (r,) = evaler.main([*run, "--dataset", "renamed", "--json", "--samples", "0"])
+    err = capsys.readouterr().err
+    assert "the classes of renamed (cat, dog, emu) are not those the run" in err and "(class0, class1, class2)" in err
+    assert r["accuracy"] == same["accuracy"] and r["class_names"] == ["cat", "dog", "emu"]
 
 
 @pytest.mark.parametrize("n, grid", [(64, (8, 8)), (10, (3, 4))])

@@ -14,8 +14,10 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 import download
+import errors
 import evaler
 import trainer
 from tests.tiny import TINY_FLAGS, make_tiny_dataset
@@ -234,7 +236,10 @@ BAD_INPUTS = [
      r"trained with --dataset 'tiny', not 'tiny_rgb'"),
     ("unknown flip class", "trainer", ["--flip_classes", "class0,hat"], r"'hat' is neither a class of tiny"),
     ("height disagrees", "trainer", ["--input_height", "28"], r"--input_height 28 does not match dataset tiny"),
-    ("negative steps", "trainer", ["--max_steps", "-1"], r"--max_steps must be >= 0"),
+    ("negative steps", "trainer", ["--max_steps", "-1"], r"--max_steps: must be >= 0, got -1"),
+    ("negative seed", "trainer", ["--seed", "-1"], r"--seed: must be >= 0, got -1"),
+    ("epochs not a number", "trainer", ["--epochs", "nan"], r"--epochs: must be a positive number, got nan"),
+    ("endless time budget", "trainer", ["--time_budget_min", "inf"], r"--time_budget_min: must be a positive number"),
     ("unwritable train_dir", "trainer", ["--train_dir", "/proc/ssgan-run"], r"cannot write to run dir"),
     ("other architecture", "trainer", ["--train_dir", "OLD", "--arch", "conv"], r"trained with --arch 'mlp'"),
     ("checkpoint of another size", "evaler", ["--dataset", "tiny_rgb", "--checkpoint", "OLD"],
@@ -285,6 +290,35 @@ def test_full_disk_is_one_clear_line(dsdir, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         trainer.main(train_args(dsdir, tmp_path / "full", "--max_steps", "5"))
     assert e.value.code == 2 and "no space left on device" in capsys.readouterr().err.lower()
+
+
+def test_unwritable_dataset_dir_is_one_clear_line(tmp_path, capsys):
+    """Converting an image folder into a --dataset_dir that cannot be created (/proc: not even root may)."""
+    for c in ("a", "b"):
+        (tmp_path / "pics" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "pics" / c / f"{i}.png")
+    with pytest.raises(SystemExit) as e:
+        download.main(["--folder", str(tmp_path / "pics"), "--dataset_dir", "/proc/ssgan-datasets"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "Traceback" not in err
+    assert re.search(r"^error: cannot write /proc/ssgan-datasets/pics/data\.hdf5 .* choose a writable --dataset_dir",
+                     err.splitlines()[-1]), err
+
+
+def test_a_permission_error_anywhere_is_one_clear_line(capsys):
+    """The last net under every CLI: an OSError naming a file it may not touch (as root in CI, chmod cannot make
+    one, so it is raised here) is one line naming the file, not a traceback; other errors still raise."""
+    @errors.exits_cleanly
+    def main(exc):
+        raise exc
+    with pytest.raises(SystemExit) as e:
+        main(PermissionError(errno.EACCES, "Permission denied", "/srv/runs/x/result.json"))
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: cannot access /srv/runs/x/result.json (Permission denied); "
+                                               "check its permissions, or choose another path")
+    with pytest.raises(ConnectionResetError):
+        main(ConnectionResetError(errno.ECONNRESET, "reset"))
 
 
 def test_no_pickle_eval_or_exec_of_input_anywhere():
