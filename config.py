@@ -51,10 +51,6 @@ def generator_of(cfg: dict, shape: tuple[int, int, int]):
     return model.build_generator(g_arch, shape, cfg["z_dim"], width)
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show each flag's default and keep the epilog's examples as written."""
-
-
 def _number(text: str, kind: type, ok: Callable[[float], bool], need: str) -> int | float:
     """An argparse type's work: `text` as a `kind` (int or float) for which ok(value) holds, else an
     ArgumentTypeError saying it must be `need`. NaN fails every comparison, so `ok` rejects it."""

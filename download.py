@@ -17,7 +17,7 @@ from types import ModuleType
 import datasets
 from datasets import fetch
 from datasets.format import FILE_NAME, SPLITS, DatasetInfo, Writer, read_info, split_size
-from errors import UserError, exits_cleanly
+from errors import HelpFormatter, UserError, exits_cleanly
 
 EPILOG = """examples:
   python download.py mnist                      fetch MNIST into datasets/mnist/data.hdf5
@@ -32,17 +32,10 @@ Known datasets: {names}. Fashion-MNIST is taken from /usr/share/datasets/fashion
 """
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every flag with its default (none shown for None), the examples kept as written."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags of download.py."""
     p = argparse.ArgumentParser(prog="download.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=_HelpFormatter, epilog=EPILOG.format(names=", ".join(datasets.SOURCES)))
+                                formatter_class=HelpFormatter, epilog=EPILOG.format(names=", ".join(datasets.SOURCES)))
     p.add_argument("names", nargs="*", metavar="NAME", help="public datasets to fetch and convert")
     datasets.add_dataset_dir_flag(p)
     p.add_argument("--source", metavar="DIR", default=None,

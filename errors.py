@@ -1,6 +1,7 @@
-"""User-facing errors: one clear sentence and exit status 2, never a traceback."""
+"""User-facing errors: one clear sentence and exit status 2, never a traceback; and the CLIs' --help format."""
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import sys
@@ -10,6 +11,16 @@ from typing import TypeVar
 T = TypeVar("T")
 
 EXIT_USER_ERROR = 2
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show each flag's default and keep the epilog's examples as written. A flag without a default (None), or
+    whose help says what its default is, is shown without "(default: None)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class UserError(Exception):

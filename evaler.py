@@ -6,7 +6,8 @@
 --checkpoint is a run dir (its latest checkpoint; --all: every kept one) or one checkpoint
 (e.g. train_dir/RUN/ckpt/ckpt-6000). The model is rebuilt from the run's config.json; flags
 given here must agree with it. Prints accuracy, per-class accuracy and the confusion matrix
-(--json: one JSON object), and writes a grid of generated samples next to the checkpoint.
+(--json: one JSON object), and writes the confusion matrix as an image (confusion_<ckpt>.png) and a grid of
+generated samples (samples_<ckpt>.png) into the run dir.
 
 Using the trained classifier (no --dataset needed):
     python evaler.py --checkpoint RUN --predict IMAGE_OR_FOLDER [--output predictions.csv]
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 import config
 import datasets
@@ -44,7 +45,7 @@ import input_ops
 import model
 from datasets import folder
 from datasets import format as fmt
-from errors import UserError, exits_cleanly
+from errors import HelpFormatter, UserError, exits_cleanly
 
 EPILOG = """examples:
   python evaler.py --dataset fashion_mnist --checkpoint train_dir/fashion_mnist-implicit-mlp-100-20260101-120000
@@ -59,7 +60,7 @@ EPILOG = """examples:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Evaler flags: the shared data flags, optional model flags (checked against config.json)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
-                                formatter_class=config.HelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a run dir (latest checkpoint) or one checkpoint path")
     p.add_argument("--all", action="store_true", help="evaluate every kept checkpoint of the run dir")
     p.add_argument("--json", action="store_true", help="print one JSON object (per checkpoint) on stdout")
@@ -117,13 +118,6 @@ def confusion_of(D: tf.keras.Model, split: input_ops.Split, batch: int, num_clas
     for x, y in input_ops.eval_stream(split, batch):
         cm += predict(x, y, num_class, shift).numpy()
     return cm
-
-
-def accuracy_of(D: tf.keras.Model, split: input_ops.Split, batch: int, num_class: int,
-                mirror: tuple[int, ...] = (), offsets: np.ndarray | None = None) -> float:
-    """Test accuracy of D's n-way predictions."""
-    cm = confusion_of(D, split, batch, num_class, mirror, offsets)
-    return float(np.trace(cm) / max(cm.sum(), 1))
 
 
 # --prior: D's logits are aligned over at most this many training images (a seeded sample of more).
@@ -196,6 +190,53 @@ def image_grid(images: np.ndarray) -> np.ndarray:
         r, q = divmod(i, cols)
         grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = pix[i]
     return grid
+
+
+# Above this many classes the confusion matrix is not drawn (28 px a class: 2,800 px square at 100).
+MAX_IMAGE_CLASSES = 100
+
+
+def confusion_image(cm: np.ndarray, class_names: list[str]) -> np.ndarray | None:
+    """The confusion matrix as an RGB image [H, W, 3] to look at (TensorBoard, confusion_<ckpt>.png): each row (a true
+    class) shaded by the share of its images predicted as each column's class, white 0 to dark blue 1, with the
+    counts written in the cells, the class names down the left and their indices along the top (a name the font
+    cannot draw: its index alone). None above MAX_IMAGE_CLASSES classes."""
+    cm = np.asarray(cm, np.int64)
+    n = len(class_names)
+    if n > MAX_IMAGE_CLASSES:
+        return None
+    font = ImageFont.load_default()
+    def width(text):
+        return int(np.ceil(font.getlength(text)))
+    def label(i):
+        try:
+            width(class_names[i])
+            return f"{i} {class_names[i]}"
+        except (UnicodeError, ValueError):  # a bitmap font (Pillow without FreeType) draws Latin-1 only
+            return str(i)
+    labels = [label(i) for i in range(n)]
+    cell = max(28, width(str(cm.max())) + 8)
+    left, top = max(width(t) for t in labels) + 12, 26
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    im = Image.new("RGB", (left + n * cell + 1, top + n * cell + 18), "white")
+    draw = ImageDraw.Draw(im)
+    draw.text((left, 4), "predicted class", fill="black", font=font)
+    for j in range(n):
+        draw.text((left + j * cell + cell // 2, top - 4), str(j), fill="black", font=font, anchor="ms")
+    for i in range(n):
+        y = top + i * cell
+        draw.text((left - 6, y + cell // 2), labels[i], fill="black", font=font, anchor="rm")
+        for j in range(n):
+            v = float(share[i, j])
+            fill = tuple(int(255 - v * d) for d in (225, 175, 90))  # white .. (30, 80, 165)
+            box = (left + j * cell, y, left + (j + 1) * cell, y + cell)
+            draw.rectangle(box, fill=fill, outline=(200, 200, 200))
+            draw.text((box[0] + cell // 2, y + cell // 2), str(cm[i, j]), font=font, anchor="mm",
+                      fill="white" if v > 0.5 else "black")
+    for i in range(n):  # the diagonal (correct predictions) outlined, over its neighbours' grid lines
+        draw.rectangle((left + i * cell, top + i * cell, left + (i + 1) * cell, top + (i + 1) * cell), outline="black")
+    draw.text((4, top + n * cell + 4), "rows: true class; shade: share of the row", fill="black", font=font)
+    return np.asarray(im)
 
 
 def save_png(grid: np.ndarray, path: Path) -> None:
@@ -345,13 +386,16 @@ def format_report(r: dict) -> str:
 
 
 def trained_preprocessing(args: argparse.Namespace, cfg: dict) -> argparse.Namespace:
-    """The flags with which an own image folder is read: the run's size, channels, resize and test split,
-    so that evaluating never converts the folder differently from how the run was trained."""
+    """The flags with which an own image folder is read: the run's size and channels and, for the folder the run
+    was trained on, its resize and test split, so that evaluating never converts it differently from how the run
+    was trained. Another folder keeps its own conversion's resize and split unless they are given."""
     if args.dataset in datasets.SOURCES or not folder.is_folder_dataset(args.dataset, args.data_dir):
         return args  # a downloaded dataset: nothing to convert; the flags as given are checked
     info = cfg["dataset_info"]
-    given = {"input_height": info["height"], "input_width": info["width"], "channels": info["channels"],
-             "resize": cfg.get("resize", args.resize), "test_fraction": cfg.get("test_fraction", args.test_fraction)}
+    given = {"input_height": info["height"], "input_width": info["width"], "channels": info["channels"]}
+    if cfg.get("dataset") == args.dataset:
+        given |= {"resize": cfg.get("resize", args.resize),
+                  "test_fraction": cfg.get("test_fraction", args.test_fraction)}
     return argparse.Namespace(**{**vars(args), **given})
 
 
@@ -383,19 +427,29 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
     mirror, train = tta_classes(args, cfg), functools.cache(lambda: prior_split(args, cfg, run))
     for ckpt, step in _restored(D, G, run, ckpts, args):
         offsets = prior_of(args, cfg, run, D, ckpt, step, batch, train)
-        r = report(confusion_of(D, test, batch, info.num_class, mirror, offsets), info.class_names, ckpt, step,
-                   mirror, offsets)
+        cm = confusion_of(D, test, batch, info.num_class, mirror, offsets)
+        r = report(cm, info.class_names, ckpt, step, mirror, offsets)
+        name = Path(ckpt).name + ("" if cfg.get("dataset") == args.dataset else f"_{args.dataset}")
+        _save_image(r, "confusion_png", run / f"confusion_{name}.png", confusion_image(cm, info.class_names))
         if args.samples > 0 and cfg.get("supervised_only") is False:
-            png = run / f"samples_{Path(ckpt).name}.png"
-            try:
-                save_png(image_grid(generate(G, cfg, args.samples)), png)
-                r["samples_png"] = str(png)
-            except OSError as e:  # a run dir one may read but not write: the accuracy is still reported
-                print(f"warning: cannot write {png} ({e.strerror or e}); pass --samples 0 to skip the sample grid",
-                      file=sys.stderr)
+            _save_image(r, "samples_png", run / f"samples_{Path(ckpt).name}.png",
+                        image_grid(generate(G, cfg, args.samples)),
+                        "; pass --samples 0 to skip the sample grid")
         print(json.dumps(r) if args.json else format_report(r) + "\n")
         reports.append(r)
     return reports
+
+
+def _save_image(r: dict, key: str, path: Path, image: np.ndarray | None, hint: str = "") -> None:
+    """Write an image of the report `r` (None: none) into the run dir and name it in r[key]; a run dir one may read
+    but not write only warns, and the accuracy is still reported."""
+    if image is None:
+        return
+    try:
+        save_png(image, path)
+        r[key] = str(path)
+    except OSError as e:
+        print(f"warning: cannot write {path} ({e.strerror or e}){hint}", file=sys.stderr)
 
 
 def _restored(D, G, run: Path, ckpts: list[str], args: argparse.Namespace):
@@ -656,7 +710,7 @@ def export(args: argparse.Namespace) -> dict:
             out.rename(old)
         tmp.rename(out)
     except (OSError, tf.errors.OpError) as e:  # TensorFlow's file errors are not OSErrors
-        why = e.strerror if isinstance(e, OSError) else e.message.splitlines()[0]
+        why = e.strerror if isinstance(e, OSError) else (e.message.splitlines() or [""])[0]
         raise UserError(f"cannot write --export {out} ({why or e}); choose a writable DIR") from None
     if old.is_dir():
         shutil.rmtree(old, ignore_errors=True)

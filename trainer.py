@@ -30,7 +30,7 @@ import evaler
 import input_ops
 import model
 import ops
-from errors import UserError, exits_cleanly
+from errors import HelpFormatter, UserError, exits_cleanly
 
 EPILOG = """examples:
   python trainer.py --dataset fashion_mnist --num_labeled 100 --max_steps 6000
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_parser() -> argparse.ArgumentParser:
     """The trainer's argparse parser."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
-                                formatter_class=config.HelpFormatter)
+                                formatter_class=HelpFormatter)
     config.add_data_flags(p)
     config.add_model_flags(p)
     config.add_eval_flags(p)
@@ -725,12 +725,20 @@ class RunContext:
             self._prior = step, evaler.prior_offsets_of(self.gan.D_ema, self.train_split, batch, self.info.num_class)
         return self._prior[1]
 
-    def test_accuracy(self) -> float:
-        """D's (EMA) test accuracy, classifying as the evaler does (--tta, --prior)."""
+    def test_accuracy(self, step: int) -> float:
+        """D's (EMA) test accuracy, classifying as the evaler does (--tta, --prior); written to TensorBoard with
+        the confusion matrix as an image."""
         a = self.args
-        return evaler.accuracy_of(self.gan.D_ema, self.test_split, evaler.eval_batch(a.batch_size, self.info.shape),
-                                  self.info.num_class, config.mirror_classes(a.tta, a.flip_classes),
-                                  self.prior_offsets())
+        cm = evaler.confusion_of(self.gan.D_ema, self.test_split, evaler.eval_batch(a.batch_size, self.info.shape),
+                                 self.info.num_class, config.mirror_classes(a.tta, a.flip_classes),
+                                 self.prior_offsets())
+        acc = float(np.trace(cm) / max(cm.sum(), 1))
+        image = evaler.confusion_image(cm, self.info.class_names)
+        with self.writer.as_default(step=step):
+            tf.summary.scalar("test/accuracy", acc)
+            if image is not None:
+                tf.summary.image("test/confusion", image[None])
+        return acc
 
     def save(self, step: int) -> None:
         """A checkpoint of this step, and its --prior offsets (save_prior)."""
@@ -805,10 +813,8 @@ def _loop(ctx: RunContext, stop: StopFlag) -> str:
                 bar.set_postfix({k: f"{m[k]:.3g}" for k in ("loss_d", "loss_g", "acc_lab")}, refresh=False)
                 _write_scalars(ctx.writer, step, m, lr, p_real, p_fake)
             if step % args.eval_every == 0 and step < max_steps and ctx.chief:
-                acc = ctx.test_accuracy()
+                acc = ctx.test_accuracy(step)
                 bar.write(f"step {step}: test accuracy {acc:.4f}")
-                with ctx.writer.as_default(step=step):
-                    tf.summary.scalar("test/accuracy", acc)
                 _write_samples(ctx, step)
             if step % args.ckpt_every == 0:
                 ctx.save(step)
@@ -872,9 +878,7 @@ def _finish(ctx: RunContext, status: str) -> dict:
     if status == "signal":
         print(f"Interrupted: saved {manager.latest_checkpoint} at step {step}; re-run the same command to resume.")
         sys.exit(130)
-    acc = ctx.test_accuracy()
-    with ctx.writer.as_default(step=step):
-        tf.summary.scalar("test/accuracy", acc)
+    acc = ctx.test_accuracy(step)
     if not ctx.args.supervised_only:
         _write_samples(ctx, step)
     ctx.writer.flush()

@@ -34,11 +34,11 @@ import datasets  # noqa: E402
 import evaler  # noqa: E402
 import input_ops  # noqa: E402
 import model  # noqa: E402
-from errors import exits_cleanly  # noqa: E402
+from errors import HelpFormatter, exits_cleanly  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=config.HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--dataset", required=True, help="the dataset the runs were trained on (its test split is timed)")
     datasets.add_dataset_dir_flag(p)
     p.add_argument("--checkpoint", nargs="+", required=True, metavar="RUN", help="run dirs or checkpoint paths")

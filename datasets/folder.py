@@ -41,7 +41,7 @@ from errors import UserError
 UNLABELED_NAMES = ("unlabeled", "unlabelled")
 TEST_NAME = "test"
 IGNORED_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}
-IGNORED_PREFIXES = ("readme", "license", "licence")
+IGNORED_STEMS = ("readme", "license", "licence", "copying")  # README, README.md, LICENSE-MIT; not readme_cover.png
 IGNORED_SUFFIXES = {".txt", ".md", ".rst", ".csv", ".tsv", ".json", ".yaml", ".yml", ".xml", ".html", ".htm",
                     ".pdf", ".doc", ".docx", ".py", ".ini", ".log", ".db", ".zip", ".tar", ".gz", ".h5", ".hdf5"}
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
@@ -122,8 +122,9 @@ def ensure(name: str, data_dir: str | os.PathLike = "data", dataset_dir: str | o
 def _ignored(name: str) -> bool:
     """Files and folders skipped silently: hidden, OS clutter, README/LICENSE, text-like files."""
     low = name.lower()
-    return (low.startswith(".") or low in IGNORED_NAMES or low.startswith(IGNORED_PREFIXES)
-            or os.path.splitext(low)[1] in IGNORED_SUFFIXES)
+    stem = low.split(".")[0]
+    return (low.startswith(".") or low in IGNORED_NAMES or stem in IGNORED_STEMS
+            or ("." not in low and low.startswith(IGNORED_STEMS)) or os.path.splitext(low)[1] in IGNORED_SUFFIXES)
 
 
 def walk(top: Path, rel: str, seen: set[str] | None = None) -> Iterator[tuple[str, int, int]]:

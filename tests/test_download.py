@@ -373,7 +373,7 @@ def test_source_with_unofficial_files_is_a_checksum_error(tmp_path):
 def test_help_shows_defaults_and_examples():
     text = download.build_parser().format_help()
     for fragment in ("(default: datasets)", "--source DIR", "--force", f"(default: {fetch.RETRIES})", "--folder DIR",
-                     "--input_height", "--test_fraction", "(default: 0.1)", "examples:",
+                     "--input_height", "--test_fraction", "else 0.1)", "examples:",
                      "python download.py mnist fashion_mnist cifar10 svhn"):
         assert fragment in text
 

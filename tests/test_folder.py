@@ -170,6 +170,15 @@ def test_mixed_folder_with_nesting_corrupt_and_clutter(tmp_path, capsys):
     assert set(yte.tolist()) == {0, 1}
 
 
+@pytest.mark.parametrize("name, ignored", [
+    ("README", True), ("README.md", True), ("readme.txt", True), ("LICENSE-MIT", True), ("licence.rst", True),
+    ("COPYING", True), (".DS_Store", True), ("Thumbs.db", True), ("predictions.csv", True), ("notes.txt", True),
+    ("readme_cover.png", False), ("license_plate_001.jpg", False), ("copying_machine.webp", False),
+    ("cat.PNG", False)])
+def test_clutter_is_ignored_but_images_named_like_it_are_not(name, ignored):
+    assert folder._ignored(name) is ignored
+
+
 def test_test_folder_is_honoured(tmp_path):
     src = make_set(tmp_path / "data" / "tf", {"a": 4, "b": 3})
     make_set(src / "test", {"a": 2, "b": 1})

@@ -1,6 +1,7 @@
 """The original toolkit's own-dataset usage, end to end: data/NAME/<class>/ images -> trainer -> evaler."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -67,6 +68,19 @@ def test_evaluating_uses_the_runs_preprocessing_and_never_reconverts_the_folder(
                              str(tmp_path / "datasets"), "--checkpoint", str(run), "--json"])
     assert data.stat().st_mtime_ns == before
     assert report["num_examples"] == 12  # the run's 20% test split, not the evaler's default 10%
+
+
+def test_the_runs_resize_and_split_apply_to_its_own_folder_only(folder, tmp_path):
+    """Evaluating reads the run's folder as it was trained (its resize and test split); another folder of the same
+    size keeps its own conversion's (None: the existing conversion's), unless they are given."""
+    cfg = {"dataset": "shapes", "resize": "stretch", "test_fraction": 0.2,
+           "dataset_info": {"height": 12, "width": 16, "channels": 3}}
+    shutil.copytree(folder / "shapes", tmp_path / "others")
+    for name, resize, fraction in (("shapes", "stretch", 0.2), ("others", None, None)):
+        args = argparse.Namespace(dataset=name, data_dir=str(folder if name == "shapes" else tmp_path),
+                                  resize=None, test_fraction=None, input_height=None, input_width=None, channels=None)
+        got = evaler.trained_preprocessing(args, cfg)
+        assert (got.resize, got.test_fraction, got.input_height, got.channels) == (resize, fraction, 12, 3)
 
 
 def test_a_changed_folder_is_not_resumed_and_its_evaluation_warns(folder, tmp_path, capsys):

@@ -204,15 +204,18 @@ def test_export_to_a_dir_tensorflow_cannot_write_is_a_clear_error(run, tmp_path,
 
 
 def test_evaluating_a_run_dir_one_cannot_write_still_reports(run, monkeypatch, capsys):
-    """The sample grid goes into the run dir; where that fails (a colleague's run, a read-only mount) the accuracy
-    is still reported, with a warning."""
+    """The confusion image and the sample grid go into the run dir; where that fails (a colleague's run, a
+    read-only mount) the accuracy is still reported, with a warning for each."""
     def denied(grid, path):
         raise PermissionError(13, "Permission denied", str(path))
     monkeypatch.setattr(evaler, "save_png", denied)
     (r,) = evaler.main([*run, "--dataset", "tiny", "--json"])
     err = capsys.readouterr().err
-    assert 0 <= r["accuracy"] <= 1 and "samples_png" not in r
-    assert "warning: cannot write" in err and "pass --samples 0" in err
+    assert 0 <= r["accuracy"] <= 1 and "samples_png" not in r and "confusion_png" not in r
+    assert err.count("warning: cannot write") == 2 and "pass --samples 0" in err
+    monkeypatch.undo()
+    (r,) = evaler.main([*run, "--dataset", "tiny", "--json"])
+    assert Path(r["samples_png"]).name == "samples_ckpt-20.png" and Path(r["confusion_png"]).exists()
 
 
 def test_evaluating_on_a_dataset_with_other_class_names_warns(run, dsdir, capsys):

@@ -76,16 +76,37 @@ def test_run_dir_holds_config_indices_checkpoints_and_samples(trained):
     assert json.loads((run / "result.json").read_text())["step"] == 40
 
 
-def test_summaries_hold_losses_accuracy_images_and_histograms(trained):
+def test_summaries_hold_losses_accuracy_images_and_histograms(trained, dsdir):
     run, _ = trained
     ea = EventAccumulator(str(run / "logs"), size_guidance={"tensors": 0})
     ea.Reload()
     tags = set(ea.Tags()["tensors"])
     for tag in ("train/loss_d", "train/loss_sup", "train/loss_unsup", "train/loss_g", "train/acc_lab",
-                "test/accuracy", "samples", "D/p_real_unlabeled", "D/p_real_generated"):
+                "test/accuracy", "test/confusion", "samples", "D/p_real_unlabeled", "D/p_real_generated"):
         assert tag in tags, tag
     assert scalars(run, "test/accuracy")[40] == pytest.approx(json.loads((run / "result.json").read_text())
                                                               ["test_accuracy"])
+    # the confusion image is the evaler's picture of the evaler's confusion matrix of the last checkpoint
+    (event,) = [e for e in ea.Tensors("test/confusion") if e.step == 40]
+    shown = tf.io.decode_png(tf.make_ndarray(event.tensor_proto)[2]).numpy()
+    (r,) = evaler.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--checkpoint", str(run), "--json",
+                        "--samples", "0"])
+    drawn = evaler.confusion_image(r["confusion"], r["class_names"])
+    np.testing.assert_array_equal(shown, drawn)
+    np.testing.assert_array_equal(tf.io.decode_png(Path(r["confusion_png"]).read_bytes()).numpy(), drawn)
+
+
+def test_confusion_image_shades_each_row_by_its_shares():
+    def pixels(cm, rgb):
+        im = evaler.confusion_image(np.array(cm), ["T-shirt/top", "Trouser"])
+        assert im.dtype == np.uint8 and im.shape[2] == 3
+        return int((im == rgb).all(-1).sum())
+    full, half, white = (30, 80, 165), (142, 167, 210), (255, 255, 255)
+    assert pixels([[7, 0], [0, 3]], full) > 2 * 600  # two cells of share 1 (28x28 px, less their counts)
+    # an empty row (no test images of the class) is white, not 0/0
+    assert pixels([[7, 0], [0, 0]], full) < 800
+    assert pixels([[7, 0], [0, 0]], white) > pixels([[7, 0], [0, 3]], white) + 600
+    assert pixels([[5, 5], [0, 9]], half) > 2 * 600 and 600 < pixels([[5, 5], [0, 9]], full) < 800
 
 
 def test_resume_continues_at_saved_step_with_same_labeled_subset(dsdir, trained, capsys):
