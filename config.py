@@ -206,9 +206,10 @@ def resolve_dataset(args: argparse.Namespace) -> tuple[Path, fmt.DatasetInfo]:
     else:
         path = datasets.require(args.dataset_dir, args.dataset)
     info = fmt.read_info(path)
-    # What the images were converted with (an own folder), recorded in the run's config.json.
-    args.resize = info.extra.get("resize", args.resize or "crop")
-    args.test_fraction = float(info.extra.get("test_fraction", args.test_fraction or 0.1))
+    # What the images were converted with (an own folder), recorded in the run's config.json; a downloaded dataset
+    # records the defaults, as runs always have.
+    args.resize = info.extra.get("resize", args.resize or folder.DEFAULT_RESIZE)
+    args.test_fraction = float(info.extra.get("test_fraction", args.test_fraction or folder.DEFAULT_TEST_FRACTION))
     check_shape_flags(args, info.height, info.width, info.num_class, f"dataset {args.dataset}")
     return path, info
 

@@ -47,6 +47,8 @@ IGNORED_SUFFIXES = {".txt", ".md", ".rst", ".csv", ".tsv", ".json", ".yaml", ".y
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 RESIZE_MODES = ("crop", "stretch")
+# What an unset --resize/--test_fraction means when there is no earlier conversion to keep.
+DEFAULT_RESIZE, DEFAULT_TEST_FRACTION = "crop", 0.1
 CHUNK = 1024  # most images per task and per Writer.append
 MEMORY_BUDGET = 512 * 2**20  # bytes of decoded images in flight at once (all workers together)
 SERIAL_BELOW = 256  # fewer files than this are decoded in this process, without a pool
@@ -420,8 +422,8 @@ def _convert(s: Scan, dataset_dir: str | os.PathLike, height: int | None, width:
     existing = _existing_info(path)
     # Unset: keep the settings of an earlier `download.py --folder --resize/--test_fraction/--seed` conversion.
     kept = existing.extra if existing else {}
-    test_fraction = float(kept.get("test_fraction", 0.1)) if test_fraction is None else test_fraction
-    resize = kept.get("resize", "crop") if resize is None else resize
+    test_fraction = float(kept.get("test_fraction", DEFAULT_TEST_FRACTION)) if test_fraction is None else test_fraction
+    resize = kept.get("resize", DEFAULT_RESIZE) if resize is None else resize
     seed = int(kept.get("seed", 0)) if seed is None else seed
     _check_args(height, width, channels, test_fraction, resize, seed)
     extra = {"source": FORMAT_TAG, "folder": str(s.root), "fingerprint": s.fingerprint, "resize": resize,
