@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import model
 from datasets import folder
 from datasets import format as fmt
-from errors import UserError
+from errors import UserError, non_negative_float, non_negative_int, positive_int
 
 # Flags that fix the networks: recorded in config.json and checked when a checkpoint is restored.
 MODEL_KEYS = ("arch", "g_arch", "head", "d_width", "g_width", "z_dim")
@@ -51,50 +49,6 @@ def generator_of(cfg: dict, shape: tuple[int, int, int]):
     return model.build_generator(g_arch, shape, cfg["z_dim"], width)
 
 
-def _number(text: str, kind: type, ok: Callable[[float], bool], need: str) -> int | float:
-    """An argparse type's work: `text` as a `kind` (int or float) for which ok(value) holds, else an
-    ArgumentTypeError saying it must be `need`. NaN fails every comparison, so `ok` rejects it."""
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if not ok(value):
-        raise argparse.ArgumentTypeError(f"must be {need}, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer > 0."""
-    return _number(text, int, lambda v: v > 0, "a positive integer")
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return _number(text, int, lambda v: v >= 0, ">= 0")
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    return _number(text, float, lambda v: 0 < v < math.inf, "a positive number")
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a number >= 0."""
-    return _number(text, float, lambda v: v >= 0, ">= 0")
-
-
-def rate(text: str) -> float:
-    """argparse type: a fraction in [0, 1)."""
-    non_negative_float(text)  # the lower bound first, with its own message
-    return _number(text, float, lambda v: v < 1, "below 1")
-
-
-def fraction(text: str) -> float:
-    """argparse type: a fraction in [0, 1]."""
-    non_negative_float(text)
-    return _number(text, float, lambda v: v <= 1, "at most 1")
-
-
 def read_run_config(run: Path) -> dict:
     """A run dir's config.json; an unreadable or damaged one is a UserError naming the file."""
     path = Path(run) / "config.json"
@@ -127,20 +81,9 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="a downloaded dataset (mnist, fashion_mnist, cifar10, svhn) or a folder name under --data_dir")
     datasets.add_dataset_dir_flag(g)
     g.add_argument("--data_dir", default="data", help="where your own image folders live (data/<NAME>/<class>/...)")
-    g.add_argument("--input_height", type=positive_int, default=None,
-                   help="image height; must agree with the dataset (own folders are resized to it)")
-    g.add_argument("--input_width", type=positive_int, default=None,
-                   help="image width; must agree with the dataset (own folders are resized to it)")
+    folder.add_conversion_flags(g)
     g.add_argument("--num_class", type=positive_int, default=None,
                    help="number of classes; must agree with the dataset")
-    g.add_argument("--channels", type=int, choices=(1, 3), default=None,
-                   help="own folders: 1 (gray) or 3 (RGB); default from the images")
-    g.add_argument("--resize", choices=("crop", "stretch"), default=None,
-                   help="own folders: keep aspect by centre crop, or stretch (default: the existing conversion's, "
-                   "else crop)")
-    g.add_argument("--test_fraction", type=float, default=None,
-                   help="own folders without a test/ folder: share of each class held out for testing (default: "
-                   "the existing conversion's, else 0.1)")
     g.add_argument("--in_memory", choices=("auto", "yes", "no"), default="auto",
                    help="hold images in memory, or stream from the HDF5 file (auto: by --memory_budget_gb)")
     g.add_argument("--memory_budget_gb", type=non_negative_float, default=4.0,

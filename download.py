@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import datasets
-from datasets import fetch
+from datasets import fetch, folder
 from datasets.format import FILE_NAME, SPLITS, DatasetInfo, Writer, read_info, split_size
 from errors import HelpFormatter, UserError, exits_cleanly
 
@@ -46,18 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("your own images (data/NAME/<class>/*.png ...)")
     g.add_argument("--folder", metavar="DIR", default=None,
                    help="convert an image folder into <dataset_dir>/<folder name>/data.hdf5")
-    g.add_argument("--input_height", type=int, default=None, help="height images are resized to (default: "
-                   "the most common one in the folder)")
-    g.add_argument("--input_width", type=int, default=None, help="width images are resized to (default: "
-                   "the most common one in the folder)")
-    g.add_argument("--channels", type=int, default=None, choices=(1, 3),
-                   help="1 = grayscale, 3 = RGB (default: from the images)")
-    g.add_argument("--test_fraction", type=float, default=None,
-                   help="share of each class held out as the test split, without a test/ folder (default: the "
-                   "existing conversion's, else 0.1)")
-    g.add_argument("--resize", default=None, choices=("crop", "stretch"),
-                   help="centre-crop to the aspect ratio then resize, or stretch (default: the existing "
-                   "conversion's, else crop)")
+    folder.add_conversion_flags(g)
     g.add_argument("--seed", type=int, default=None,
                    help="seed of the held-out test split (default: the existing conversion's, else 0)")
     return p
@@ -180,9 +169,7 @@ def _alive(pid: int) -> bool:
 
 
 def convert_folder(args: argparse.Namespace) -> None:
-    """Convert the user's image folder with datasets.folder (imported only here)."""
-    from datasets import folder
-
+    """Convert the user's image folder with datasets.folder."""
     out = folder.convert(args.folder, args.dataset_dir, args.input_height, args.input_width, args.channels,
                          args.test_fraction, args.resize, args.seed, args.force)
     print(f"{Path(args.folder).name}: {out} is ready ({_sizes(out)})")

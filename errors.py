@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
+import math
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -52,3 +53,47 @@ def exits_cleanly(main: Callable[..., T]) -> Callable[..., T]:
             raise
 
     return wrapper
+
+
+def _number(text: str, kind: type, ok: Callable[[float], bool], need: str) -> int | float:
+    """An argparse type's work: `text` as a `kind` (int or float) for which ok(value) holds, else an
+    ArgumentTypeError saying it must be `need`. NaN fails every comparison, so `ok` rejects it."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {need}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    return _number(text, int, lambda v: v > 0, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(text, int, lambda v: v >= 0, ">= 0")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _number(text, float, lambda v: 0 < v < math.inf, "a positive number")
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0."""
+    return _number(text, float, lambda v: v >= 0, ">= 0")
+
+
+def rate(text: str) -> float:
+    """argparse type: a fraction in [0, 1)."""
+    non_negative_float(text)  # the lower bound first, with its own message
+    return _number(text, float, lambda v: v < 1, "below 1")
+
+
+def fraction(text: str) -> float:
+    """argparse type: a fraction in [0, 1]."""
+    non_negative_float(text)
+    return _number(text, float, lambda v: v <= 1, "at most 1")

@@ -45,7 +45,7 @@ import input_ops
 import model
 from datasets import folder
 from datasets import format as fmt
-from errors import HelpFormatter, UserError, exits_cleanly
+from errors import HelpFormatter, UserError, exits_cleanly, positive_int
 
 EPILOG = """examples:
   python evaler.py --dataset fashion_mnist --checkpoint train_dir/fashion_mnist-implicit-mlp-100-20260101-120000
@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--output", metavar="FILE", help="--predict: the CSV (default: stdout); --samples alone: the "
                    "grid PNG (default: samples_<ckpt>.png in the run dir)")
     g.add_argument("--force", action="store_true", help="--export: replace an existing non-empty DIR")
-    g.add_argument("--workers", type=config.positive_int, default=None,
+    g.add_argument("--workers", type=positive_int, default=None,
                    help="--predict: processes decoding images (default: all CPUs)")
     config.add_data_flags(p)
     config.add_model_flags(p, defaults=False)

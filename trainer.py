@@ -30,7 +30,17 @@ import evaler
 import input_ops
 import model
 import ops
-from errors import HelpFormatter, UserError, exits_cleanly
+from errors import (
+    HelpFormatter,
+    UserError,
+    exits_cleanly,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    rate,
+)
 
 EPILOG = """examples:
   python trainer.py --dataset fashion_mnist --num_labeled 100 --max_steps 6000
@@ -60,60 +70,60 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelled training images, balanced over classes, or 'all' (fully supervised)")
     g.add_argument("--supervised_only", action="store_true",
                    help="train the same discriminator on the labelled subset alone: the baseline")
-    g.add_argument("--seed", type=config.non_negative_int, default=0,
+    g.add_argument("--seed", type=non_negative_int, default=0,
                    help="seeds the labelled subset, data order, weights and noise")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--max_steps", type=config.non_negative_int, default=None,
+    g.add_argument("--max_steps", type=non_negative_int, default=None,
                    help="training steps (default: from --epochs)")
-    g.add_argument("--epochs", type=config.positive_float, default=10,
+    g.add_argument("--epochs", type=positive_float, default=10,
                    help="epochs of the unlabelled set, if --max_steps is unset")
-    g.add_argument("--time_budget_min", type=config.positive_float, default=None,
+    g.add_argument("--time_budget_min", type=positive_float, default=None,
                    help="stop (and save) after this many minutes")
-    g.add_argument("--lr", type=config.positive_float, default=0.003, help="Adam learning rate of D and G")
-    g.add_argument("--beta1", type=config.rate, default=0.5, help="Adam beta1 (Salimans et al.: 0.5)")
-    g.add_argument("--lr_decay_start", type=config.fraction, default=0.5,
+    g.add_argument("--lr", type=positive_float, default=0.003, help="Adam learning rate of D and G")
+    g.add_argument("--beta1", type=rate, default=0.5, help="Adam beta1 (Salimans et al.: 0.5)")
+    g.add_argument("--lr_decay_start", type=fraction, default=0.5,
                    help="fraction of max_steps after which the LR decays linearly to 0 (1: no decay)")
     g.add_argument("--g_loss", choices=("fm", "gan"), default="fm", help="feature matching or non-saturating GAN loss")
     g.add_argument("--fm_features", choices=model.FEATURES, default="noisy",
                    help="D's features that feature matching and the pull-away term compare: its last hidden layer "
                         "after the Gaussian noise D adds to it in training, or before it (Salimans et al.; faster "
                         "early, level or behind at the end); the conv arch has no noise there")
-    g.add_argument("--g_steps", type=config.non_negative_int, default=1,
+    g.add_argument("--g_steps", type=non_negative_int, default=1,
                    help="generator updates per discriminator update")
-    g.add_argument("--label_smoothing", type=config.rate, default=0.0,
+    g.add_argument("--label_smoothing", type=rate, default=0.0,
                    help="one-sided smoothing of D's real/fake loss: real target 1 - s")
-    g.add_argument("--sup_smoothing", type=config.rate, default=0.0,
+    g.add_argument("--sup_smoothing", type=rate, default=0.0,
                    help="label smoothing of the labelled images' class targets: 1 - s + s/n on the true class")
-    g.add_argument("--unsup_weight", type=config.non_negative_float, default=1.0, help="weight of D's real/fake loss")
-    g.add_argument("--entropy_weight", type=config.non_negative_float, default=0.0,
+    g.add_argument("--unsup_weight", type=non_negative_float, default=1.0, help="weight of D's real/fake loss")
+    g.add_argument("--entropy_weight", type=non_negative_float, default=0.0,
                    help="entropy minimisation on unlabelled (Dai et al.)")
-    g.add_argument("--balance_weight", type=config.non_negative_float, default=0.0,
+    g.add_argument("--balance_weight", type=non_negative_float, default=0.0,
                    help="weight of KL(D's mean class posterior on each replica's unlabelled batch || uniform): "
                         "spreads its predictions evenly over the classes (CatGAN's marginal entropy); for balanced "
                         "data only")
-    g.add_argument("--consistency_weight", type=config.non_negative_float, default=0.0,
+    g.add_argument("--consistency_weight", type=non_negative_float, default=0.0,
                    help="weight of the squared distance between D's class posteriors on two passes over the "
                         "unlabelled batch, each with its own noise and --augment diff shift (the Pi-model of Laine "
                         "& Aila, without its ramp-up); D's pass then takes the unlabelled batch twice, about a third "
                         "more work per D update. It needs D's noise or dropout: without them the passes agree")
-    g.add_argument("--pt_weight", type=config.non_negative_float, default=0.0,
+    g.add_argument("--pt_weight", type=non_negative_float, default=0.0,
                    help="pull-away term on generated features (Dai et al.)")
-    g.add_argument("--vat_weight", type=config.non_negative_float, default=0.0,
+    g.add_argument("--vat_weight", type=non_negative_float, default=0.0,
                    help="virtual adversarial training (Miyato et al.) of D's class posterior on unlabelled images")
-    g.add_argument("--vat_eps", type=config.non_negative_float, default=3.0,
+    g.add_argument("--vat_eps", type=non_negative_float, default=3.0,
                    help="L2 norm of the virtual adversarial perturbation, on images scaled to [-1, 1]")
     g.add_argument("--data_init", action=argparse.BooleanOptionalAction, default=False,
                    help="set D's weight-norm scales and biases from a batch of real images at step 0 (Salimans et al.)")
-    g.add_argument("--d_input_noise", type=config.non_negative_float, default=None,
+    g.add_argument("--d_input_noise", type=non_negative_float, default=None,
                    help="std of the Gaussian noise D adds to its input images in training (images in [-1, 1]; "
                         f"default per arch: {', '.join(f'{a} {v:g}' for a, v in model.INPUT_NOISE.items())})")
-    g.add_argument("--d_hidden_noise", type=config.non_negative_float, default=None,
+    g.add_argument("--d_hidden_noise", type=non_negative_float, default=None,
                    help="std of the Gaussian noise the mlp and lenet Ds add after each hidden layer in training "
                         f"(default {model.HIDDEN_NOISE:g}, Salimans et al.'s MNIST D; the conv D has dropout)")
-    g.add_argument("--d_input_dropout", type=config.rate, default=0.0,
+    g.add_argument("--d_input_dropout", type=rate, default=0.0,
                    help="fraction of input pixels D drops in training (Salimans et al.'s CIFAR-10 net: 0.2; it "
                         "hurts on images with a constant background such as Fashion-MNIST)")
-    g.add_argument("--ema_decay", type=config.rate, default=0.999, help="Polyak/EMA decay of D's weights used for eval")
+    g.add_argument("--ema_decay", type=rate, default=0.999, help="Polyak/EMA decay of D's weights used for eval")
     g.add_argument("--nan_policy", choices=("stop", "restore"), default="stop",
                    help="on a NaN/Inf loss: stop (keeping the last good checkpoint), or roll back and halve the LR")
     g.add_argument("--deterministic", action="store_true",
@@ -140,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("devices (tf.distribute)")
     g.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default="default",
                    help="one device; all local GPUs (or --cpu_devices) mirrored; several machines (TF_CONFIG)")
-    g.add_argument("--cpu_devices", type=config.positive_int, default=1,
+    g.add_argument("--cpu_devices", type=positive_int, default=1,
                    help="split the CPU into N logical devices (to run --strategy mirrored without GPUs)")
-    g.add_argument("--collective_timeout", type=config.non_negative_float, default=120.0,
+    g.add_argument("--collective_timeout", type=non_negative_float, default=120.0,
                    help="multi_worker: seconds before a lost peer makes the run stop with an error")
     g = p.add_argument_group("run dir, checkpoints and summaries")
     g.add_argument("--train_dir", default=None,
@@ -150,11 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "unfinished run of the same config there)")
     g.add_argument("--runs_dir", default="train_dir", help="parent of default run dirs")
     g.add_argument("--new_run", action="store_true", help="never resume an unfinished run by default")
-    g.add_argument("--ckpt_every", type=config.positive_int, default=1000, help="checkpoint every N steps")
-    g.add_argument("--keep", type=config.positive_int, default=3, help="checkpoints kept")
-    g.add_argument("--eval_every", type=config.positive_int, default=1000, help="test accuracy every N steps")
-    g.add_argument("--summary_every", type=config.positive_int, default=100, help="scalar summaries every N steps")
-    g.add_argument("--steps_per_loop", type=config.positive_int, default=50,
+    g.add_argument("--ckpt_every", type=positive_int, default=1000, help="checkpoint every N steps")
+    g.add_argument("--keep", type=positive_int, default=3, help="checkpoints kept")
+    g.add_argument("--eval_every", type=positive_int, default=1000, help="test accuracy every N steps")
+    g.add_argument("--summary_every", type=positive_int, default=100, help="scalar summaries every N steps")
+    g.add_argument("--steps_per_loop", type=positive_int, default=50,
                    help="training steps per compiled call (at most summary_every)")
     return p
 

@@ -34,7 +34,7 @@ import datasets  # noqa: E402
 import evaler  # noqa: E402
 import input_ops  # noqa: E402
 import model  # noqa: E402
-from errors import HelpFormatter, exits_cleanly  # noqa: E402
+from errors import HelpFormatter, exits_cleanly, positive_int  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", required=True, help="the dataset the runs were trained on (its test split is timed)")
     datasets.add_dataset_dir_flag(p)
     p.add_argument("--checkpoint", nargs="+", required=True, metavar="RUN", help="run dirs or checkpoint paths")
-    p.add_argument("--passes", type=config.positive_int, default=5, help="timed passes over the test split per mode")
+    p.add_argument("--passes", type=positive_int, default=5, help="timed passes over the test split per mode")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval_speed.json"))
     return p.parse_args(argv)
 

@@ -35,11 +35,11 @@ from tensorflow.python.framework import ops as tf_ops  # noqa: E402
 from tensorflow.python.profiler import model_analyzer, option_builder  # noqa: E402
 from tensorflow.python.util import deprecation  # noqa: E402
 
-import config  # noqa: E402
 import evaler  # noqa: E402
 import input_ops  # noqa: E402
 import trainer  # noqa: E402
 from datasets import format as fmt  # noqa: E402
+from errors import HelpFormatter, positive_int  # noqa: E402
 
 # name: (arch, image shape, train images, test images); --quick shrinks the splits.
 CONFIGS = {
@@ -62,12 +62,12 @@ FLOPS_HOW = ("TensorFlow's profiler flop registry (what tf.compat.v1.profiler / 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Benchmark flags."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=list(CONFIGS))
     p.add_argument("--steps", type=int, default=None,
                    help="timed training steps per measurement (None: about --seconds worth)")
     p.add_argument("--seconds", type=float, default=8.0, help="target time of each timed window without --steps")
-    p.add_argument("--repeats", type=config.positive_int, default=3,
+    p.add_argument("--repeats", type=positive_int, default=3,
                    help="timed windows per measurement: ms/step is their mean; the best window is reported too")
     p.add_argument("--steps_per_loop", type=int, nargs="+", default=None,
                    help="the trainer's --steps_per_loop values to measure (None: the trainer's default)")

@@ -36,7 +36,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from datasets.format import DatasetInfo, Writer, dataset_path, read_info
-from errors import UserError
+from errors import UserError, positive_int
 
 UNLABELED_NAMES = ("unlabeled", "unlabelled")
 TEST_NAME = "test"
@@ -82,6 +82,24 @@ class Scan:
 
 
 # ---------------------------------------------------------------- public API
+
+
+def add_conversion_flags(group) -> None:
+    """Define how an own image folder is converted (--input_height, --input_width, --channels, --resize,
+    --test_fraction) on an argparse parser or group: the one definition for download.py --folder, the trainer and
+    the evaler. For a downloaded dataset, height and width must agree with it."""
+    for side in ("height", "width"):
+        group.add_argument(f"--input_{side}", type=positive_int, default=None,
+                           help=f"image {side}: an own folder's images are resized to it (default: the most common "
+                           f"{side} in the folder); a downloaded dataset's must agree")
+    group.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                       help="own folders: 1 (grayscale) or 3 (RGB) (default: from the images)")
+    group.add_argument("--resize", choices=RESIZE_MODES, default=None,
+                       help="own folders: keep the aspect ratio by a centre crop, or stretch (default: the existing "
+                       f"conversion's, else {DEFAULT_RESIZE})")
+    group.add_argument("--test_fraction", type=float, default=None,
+                       help="own folders without a test/ folder: share of each class held out as the test split "
+                       f"(default: the existing conversion's, else {DEFAULT_TEST_FRACTION})")
 
 
 def is_folder_dataset(name: str, data_dir: str | os.PathLike = "data") -> bool:

@@ -378,6 +378,21 @@ def test_help_shows_defaults_and_examples():
         assert fragment in text
 
 
+def test_conversion_flags_are_the_trainers(tmp_path):
+    """download.py --folder and the trainer/evaler take one definition of how a folder is converted."""
+    import config  # imports TensorFlow: here, not at the top of this module
+
+    trainer_like = argparse.ArgumentParser()
+    config.add_data_flags(trainer_like)
+    ours = {a.dest: a for a in download.build_parser()._actions}
+    theirs = {a.dest: a for a in trainer_like._actions}
+    for dest in ("input_height", "input_width", "channels", "resize", "test_fraction"):
+        a, b = ours[dest], theirs[dest]
+        assert (a.type, a.choices, a.default, a.help) == (b.type, b.choices, b.default, b.help), dest
+    result = run_cli("--folder", str(tmp_path), "--input_height", "0")
+    assert result.returncode == 2 and "must be a positive integer, got 0" in result.stderr
+
+
 # ---------------------------------------------------------------- the shared API
 
 
