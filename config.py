@@ -109,9 +109,9 @@ def add_model_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     g.add_argument("--z_dim", type=positive_int, default=d(100), help="generator noise dimension")
 
 
-def add_eval_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+def add_eval_flags(p: argparse.ArgumentParser, defaults: bool = True) -> argparse._ArgumentGroup:
     """How the trained classifier meets test images: the trainer's evaluations and the evaler's (which, without
-    the flag, classifies as the run's trainer did)."""
+    the flag, classifies as the run's trainer did). Returns the flags' group."""
     g = p.add_argument_group("evaluation")
     g.add_argument("--tta", choices=("mirror", "none"), default="mirror" if defaults else None,
                    help="test-time augmentation: mirror averages D's class probabilities for an image and its "
@@ -124,6 +124,21 @@ def add_eval_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
                         "frequencies of the labelled ones (a downloaded dataset's training labels, an own folder's "
                         "class folders); fitted for each checkpoint and saved beside it (none: D's logits as they are)"
                         + ("" if defaults else "; default: as the run was trained (runs from before the flag: none)"))
+    return g
+
+
+PRECISIONS = ("float16", "bfloat16")
+
+
+def add_precision_flag(g, evaluating: bool = False) -> None:
+    """--mixed_precision on a parser or group: the one definition for the trainer (training and its evaluations),
+    the evaler (`evaluating`: which computes in float32 unless told, however the run was trained) and bench/speed.py."""
+    g.add_argument("--mixed_precision", nargs="?", const="float16", default=None, choices=PRECISIONS,
+                   help="compute in float16 (GPUs" + ("" if evaluating else "; dynamic loss scaling")
+                   + ") or bfloat16 (CPUs with AMX or AVX512-BF16, such as AMD Zen 4: 1.3-2x faster there) with "
+                   "float32 weights" + ("" if evaluating else " and losses") + "; the flag alone means float16"
+                   + ("; D only (not the sample grid's G), and an --export computes so too (default: float32, "
+                      "however the run was trained)" if evaluating else ""))
 
 
 def mirror_classes(tta: str, flip_classes: str | None) -> tuple[int, ...]:

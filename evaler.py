@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="--predict: processes decoding images (default: all CPUs)")
     config.add_data_flags(p)
     config.add_model_flags(p, defaults=False)
-    config.add_eval_flags(p, defaults=False)
+    config.add_precision_flag(config.add_eval_flags(p, defaults=False), evaluating=True)
     dataset = p._option_string_actions["--dataset"]  # shared flag: required only to evaluate (checked in main)
     dataset.required, dataset.help = False, dataset.help + "; needed to evaluate, not with --predict/--export/--samples"
     return p.parse_args(argv)
@@ -169,7 +169,7 @@ def _compiled(D, mirror: tuple[int, ...] | None = None):
         model_ref = weakref.ref(D)  # the function must not keep its model alive
 
         def logits(x):
-            return model_ref()(x, training=False)[0]
+            return tf.cast(model_ref()(x, training=False)[0], tf.float32)
 
         def confusion(x, y, num_class, offsets):
             probs = model.class_probabilities(model_ref(), x, mirror, offsets)
@@ -268,10 +268,13 @@ def find_run(checkpoint: str) -> tuple[Path, list[str]]:
                     "(a path whose .index file exists)")
 
 
-def build_models(cfg: dict) -> tuple[tf.keras.Model, tf.keras.Model]:
-    """D and G as the run's config.json describes them, untrained."""
+def build_models(cfg: dict, precision: str | None = None) -> tuple[tf.keras.Model, tf.keras.Model]:
+    """D and G as the run's config.json describes them, untrained; D computing in `precision` (--mixed_precision;
+    None: float32)."""
     shape = image_shape(cfg)
-    return config.discriminator_of(cfg, shape, cfg["dataset_info"]["num_class"]), config.generator_of(cfg, shape)
+    with model.mixed_precision(precision):
+        D = config.discriminator_of(cfg, shape, cfg["dataset_info"]["num_class"])
+    return D, config.generator_of(cfg, shape)
 
 
 def load_classifier(run: Path, ckpt_path: str, weights: str = "ema"):
@@ -356,15 +359,16 @@ def check_against_config(args: argparse.Namespace, cfg: dict, run: Path) -> None
 
 
 def report(cm: np.ndarray, class_names: list[str], ckpt: str, step: int, mirror: tuple[int, ...] = (),
-           offsets: np.ndarray | None = None) -> dict:
+           offsets: np.ndarray | None = None, precision: str | None = None) -> dict:
     """Accuracy, per-class accuracy and confusion matrix as a JSON-ready dict (`tta_mirror`: the mirrored classes;
-    `prior_offsets`: --prior's, by class name, or null)."""
+    `prior_offsets`: --prior's, by class name, or null; `precision`: D's compute dtype, --mixed_precision's)."""
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
     return {"accuracy": float(np.trace(cm) / max(cm.sum(), 1)), "num_examples": int(cm.sum()),
             "per_class": {name: float(a) for name, a in zip(class_names, per_class)},
             "confusion": cm.tolist(), "class_names": class_names, "checkpoint": ckpt, "step": step,
             "tta_mirror": [class_names[c] for c in mirror],
-            "prior_offsets": None if offsets is None else {n: float(b) for n, b in zip(class_names, offsets)}}
+            "prior_offsets": None if offsets is None else {n: float(b) for n, b in zip(class_names, offsets)},
+            "precision": precision or "float32"}
 
 
 def format_report(r: dict) -> str:
@@ -374,7 +378,8 @@ def format_report(r: dict) -> str:
     lines = [f"checkpoint {r['checkpoint']} (step {r['step']})",
              f"test accuracy: {r['accuracy']:.4f} on {r['num_examples']} images"
              + (" (--tta mirror: averaged with mirror images where unsure)" if r.get("tta_mirror") else "")
-             + (" (--prior labeled: aligned to the labelled class frequencies)" if r.get("prior_offsets") else ""),
+             + (" (--prior labeled: aligned to the labelled class frequencies)" if r.get("prior_offsets") else "")
+             + (f" (computed in {r['precision']})" if r.get("precision", "float32") != "float32" else ""),
              "", "per-class accuracy:"]
     lines += [f"  {n:<{w}} {a:.4f}" for n, a in r["per_class"].items()]
     cw = max(6, len(str(max(max(row) for row in r["confusion"]))) + 1)
@@ -422,13 +427,13 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
               "test split may now hold images the run trained on", file=sys.stderr)
     test = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)
     reports = []
-    D, G = build_models(cfg)  # built once; each checkpoint restored into it
+    D, G = build_models(cfg, args.mixed_precision)  # built once; each checkpoint restored into it
     batch = eval_batch(args.batch_size, info.shape)
     mirror, train = tta_classes(args, cfg), functools.cache(lambda: prior_split(args, cfg, run))
     for ckpt, step in _restored(D, G, run, ckpts, args):
         offsets = prior_of(args, cfg, run, D, ckpt, step, batch, train)
         cm = confusion_of(D, test, batch, info.num_class, mirror, offsets)
-        r = report(cm, info.class_names, ckpt, step, mirror, offsets)
+        r = report(cm, info.class_names, ckpt, step, mirror, offsets, args.mixed_precision)
         name = Path(ckpt).name + ("" if cfg.get("dataset") == args.dataset else f"_{args.dataset}")
         _save_image(r, "confusion_png", run / f"confusion_{name}.png", confusion_image(cm, info.class_names))
         if args.samples > 0 and cfg.get("supervised_only") is False:
@@ -502,7 +507,7 @@ def restore_latest(args: argparse.Namespace):
     run, ckpts = find_run(args.checkpoint)
     cfg = config.read_run_config(run)
     check_against_config(args, cfg, run)
-    D, G = build_models(cfg)
+    D, G = build_models(cfg, args.mixed_precision)
     ckpt, step = restore_newest(D, G, run, ckpts, args.weights)
     return run, cfg, ckpt, D, G, step
 

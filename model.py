@@ -21,6 +21,7 @@ learned fake logit: Odena 2016). Both models take and give images scaled to [-1,
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
@@ -57,6 +58,19 @@ INPUT_NOISE = {"mlp": 0.3, "lenet": 0.3, "conv": 0.0}
 # The std of the Gaussian noise the mlp and lenet Ds add after each hidden layer in training (Salimans et al.'s
 # MNIST D); the conv D has dropout instead.
 HIDDEN_NOISE = 0.5
+
+
+@contextlib.contextmanager
+def mixed_precision(precision: str | None):
+    """Build Keras layers that compute in `precision` ("float16", "bfloat16"; None: as the current policy) with
+    float32 weights (Keras' mixed_<precision> policy); the global policy is restored."""
+    old = keras.mixed_precision.global_policy()
+    if precision:
+        keras.mixed_precision.set_global_policy(f"mixed_{precision}")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(old)
 
 
 def build_discriminator(arch: str, shape: tuple[int, int, int], num_class: int, head: str = "implicit",
@@ -180,8 +194,8 @@ def class_probabilities(D: keras.Model, images: tf.Tensor, mirror_classes: tuple
     (prior_offsets; none if None); with `mirror_classes`, averaged with the mirror image's where the prediction
     is one of them and its probability is below MIRROR_GATE."""
     def probabilities(x):
-        logits = D(x, training=False)[0]
-        return tf.nn.softmax(logits if offsets is None else logits + tf.cast(offsets, logits.dtype), axis=-1)
+        logits = tf.cast(D(x, training=False)[0], tf.float32)  # --mixed_precision: its softmax in float32
+        return tf.nn.softmax(logits if offsets is None else logits + tf.cast(offsets, tf.float32), axis=-1)
 
     probs = probabilities(images)
     if not mirror_classes:

@@ -10,7 +10,6 @@ grids. Re-running the same command resumes the run; Ctrl-C or SIGTERM saves a ch
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -142,9 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predicted: mirror each unlabelled image with probability 1/2 if D's EMA copy puts it in a "
                         "--flip_classes class (its label is never read), before D and feature matching see it; "
                         "one more forward pass of D per step. Nothing to do without --flip_classes")
-    g.add_argument("--mixed_precision", nargs="?", const="float16", default=None, choices=("float16", "bfloat16"),
-                   help="compute in float16 (GPUs; dynamic loss scaling) or bfloat16 (CPUs with AVX512-BF16/AMX) "
-                        "with float32 weights and losses; the flag alone means float16")
+    config.add_precision_flag(g)
     g.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False,
                    help="XLA-compile the train step (off: XLA's CPU random numbers make noise/dropout nets slower)")
     g = p.add_argument_group("devices (tf.distribute)")
@@ -371,7 +368,7 @@ class GAN(tf.Module):
     def __init__(self, args: argparse.Namespace, shape: tuple[int, int, int], num_class: int):
         super().__init__(name="gan")
         keras_seed(args.seed)
-        with dtype_policy(f"mixed_{args.mixed_precision}" if args.mixed_precision else None):
+        with model.mixed_precision(args.mixed_precision):
             self.D, self.D_ema = (config.discriminator_of(vars(args), shape, num_class) for _ in range(2))
             self.G = config.generator_of(vars(args), shape)
         for e, v in zip(self.D_ema.weights, self.D.weights):
@@ -401,18 +398,6 @@ class GAN(tf.Module):
         seeds = [v for v in self.D.variables + self.G.variables if "seed_generator_state" in v.path]
         return tf.train.Checkpoint(D=self.D, D_ema=self.D_ema, G=self.G, opt_d=self.opt_d, opt_g=self.opt_g,
                                    step=self.step, rng=self.rng, lr_scale=self.lr_scale, seeds=seeds)
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str | None):
-    """Build Keras layers under the dtype policy `name` (None: the current one); the global policy is restored."""
-    old = tf.keras.mixed_precision.global_policy()
-    if name:
-        tf.keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        tf.keras.mixed_precision.set_global_policy(old)
 
 
 def keras_seed(seed: int) -> None:

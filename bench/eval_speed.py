@@ -3,6 +3,7 @@ and the time --prior labeled takes to fit its offsets.
 
     python bench/eval_speed.py --dataset fashion_mnist --checkpoint RUN [RUN ...]
     python bench/eval_speed.py --dataset fashion_mnist --checkpoint RUN --passes 10 --out /tmp/eval_speed.json
+    python bench/eval_speed.py --dataset fashion_mnist --checkpoint RUN --precision float32 bfloat16
 
 For each run (its newest readable checkpoint, EMA weights): evaler.confusion_of over the dataset's test split,
 as `python evaler.py` scores it, with `--tta none` and with `--tta mirror`, alternating, over --passes timed
@@ -42,19 +43,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", required=True, help="the dataset the runs were trained on (its test split is timed)")
     datasets.add_dataset_dir_flag(p)
     p.add_argument("--checkpoint", nargs="+", required=True, metavar="RUN", help="run dirs or checkpoint paths")
+    p.add_argument("--precision", nargs="+", choices=("float32", *config.PRECISIONS), default=["float32"],
+                   help="D's compute precisions to time, each a row per run (the evaler's --mixed_precision)")
     p.add_argument("--passes", type=positive_int, default=5, help="timed passes over the test split per mode")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval_speed.json"))
     return p.parse_args(argv)
 
 
-def measure(dataset: str, dataset_dir: str, checkpoint: str, passes: int) -> dict:
-    """One run's row: images/s (best pass) and accuracy with --tta none and mirror, and the mirrored share."""
-    args = evaler.parse_args(["--dataset", dataset, "--dataset_dir", dataset_dir, "--checkpoint", checkpoint])
+def measure(dataset: str, dataset_dir: str, checkpoint: str, passes: int, precision: str = "float32") -> dict:
+    """One run's row: images/s (best pass) and accuracy with --tta none and mirror, and the mirrored share, with D
+    computing in `precision`."""
+    args = evaler.parse_args(["--dataset", dataset, "--dataset_dir", dataset_dir, "--checkpoint", checkpoint]
+                             + ([] if precision == "float32" else ["--mixed_precision", precision]))
     run, ckpts = evaler.find_run(checkpoint)
     cfg = config.read_run_config(run)
     path, info = config.resolve_dataset(evaler.trained_preprocessing(args, cfg))
     test = input_ops.load_split(path, "test", "yes", args.memory_budget_gb, info)
-    D, G = evaler.build_models(cfg)
+    D, G = evaler.build_models(cfg, args.mixed_precision)
     ckpt, step = evaler.restore_newest(D, G, run, ckpts)
     batch = evaler.eval_batch(args.batch_size, info.shape)
     modes = {"none": (), "mirror": config.mirror_classes("mirror", config.recorded(cfg, "flip_classes"))}
@@ -80,7 +85,7 @@ def measure(dataset: str, dataset_dir: str, checkpoint: str, passes: int) -> dic
                             for i in range(0, len(images), batch)])
     unsure = np.isin(probs.argmax(1), modes["mirror"]) & (probs.max(1) < model.MIRROR_GATE)
     n = len(images)
-    return {"run": str(run), "checkpoint": ckpt, "step": step, "test_images": n, "batch": batch,
+    return {"run": str(run), "checkpoint": ckpt, "step": step, "precision": precision, "test_images": n, "batch": batch,
             "mirror_classes": [info.class_names[c] for c in modes["mirror"]], "mirrored_share": float(unsure.mean()),
             **{f"img_per_s_{m}": n / min(s) for m, s in seconds.items()},
             **{f"accuracy_{m}": a for m, a in accuracy.items()},
@@ -89,10 +94,10 @@ def measure(dataset: str, dataset_dir: str, checkpoint: str, passes: int) -> dic
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'run':<44} {'step':>6} {'mirrored':>8} {'img/s none':>10} {'img/s mirror':>12} {'acc none':>8} " \
-           f"{'acc mirror':>10} {'prior fit s':>11} {'acc mirror+prior':>16}"
+    head = f"{'run':<44} {'step':>6} {'precision':>9} {'mirrored':>8} {'img/s none':>10} {'img/s mirror':>12} " \
+           f"{'acc none':>8} {'acc mirror':>10} {'prior fit s':>11} {'acc mirror+prior':>16}"
     lines = [head, "-" * len(head)]
-    lines += [f"{Path(r['run']).name[-44:]:<44} {r['step']:>6} {r['mirrored_share']:>8.1%} "
+    lines += [f"{Path(r['run']).name[-44:]:<44} {r['step']:>6} {r['precision']:>9} {r['mirrored_share']:>8.1%} "
               f"{r['img_per_s_none']:>10,.0f} {r['img_per_s_mirror']:>12,.0f} {r['accuracy_none']:>8.4f} "
               f"{r['accuracy_mirror']:>10.4f} {r['prior_fit_s']:>11.2f} {r['accuracy_mirror_prior']:>16.4f}"
               for r in rows]
@@ -102,7 +107,7 @@ def table(rows: list[dict]) -> str:
 @exits_cleanly
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    rows = [measure(args.dataset, args.dataset_dir, c, args.passes) for c in args.checkpoint]
+    rows = [measure(args.dataset, args.dataset_dir, c, args.passes, p) for c in args.checkpoint for p in args.precision]
     print(table(rows))
     result = {"dataset": args.dataset, "passes": args.passes, "mirror_gate": model.MIRROR_GATE,
               "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),

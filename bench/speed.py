@@ -35,6 +35,7 @@ from tensorflow.python.framework import ops as tf_ops  # noqa: E402
 from tensorflow.python.profiler import model_analyzer, option_builder  # noqa: E402
 from tensorflow.python.util import deprecation  # noqa: E402
 
+import config  # noqa: E402
 import evaler  # noqa: E402
 import input_ops  # noqa: E402
 import trainer  # noqa: E402
@@ -74,8 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jit", "--no-jit", dest="jit", action=JitAction, nargs=0, default=None,
                    help="measure with XLA on (--jit) or off (--no-jit), or both (--jit --no-jit); "
                         "None: mlp both ways, conv (and all with --quick) with the trainer's default")
-    p.add_argument("--mixed_precision", nargs="?", const="float16", default=None, choices=("float16", "bfloat16"),
-                   help="pass the trainer's --mixed_precision (float16 or bfloat16)")
+    config.add_precision_flag(p)
     p.add_argument("--inter_op", type=int, default=0, help="tf.config.threading inter-op threads (0: TF's choice)")
     p.add_argument("--intra_op", type=int, default=0, help="tf.config.threading intra-op threads (0: TF's choice)")
     p.add_argument("--profile", metavar="DIR", help="write a TensorBoard profile trace of some training steps")

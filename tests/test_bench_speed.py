@@ -8,10 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 import evaler
+import model
 import trainer
 from tests.tiny import TINY_FLAGS, make_tiny_dataset
 
@@ -109,6 +111,7 @@ def test_a_run_recorded_with_the_old_boolean_flag_resumes(tmp_path):
 
 
 def test_eval_speed_times_one_pass_and_tta_mirror_on_a_trained_run(tmp_path):
+    """Each row scores as the evaler does, in float32 and with --mixed_precision bfloat16 (D in bfloat16)."""
     from bench import eval_speed
     dsdir = tmp_path / "datasets"
     make_tiny_dataset(dsdir)
@@ -117,15 +120,35 @@ def test_eval_speed_times_one_pass_and_tta_mirror_on_a_trained_run(tmp_path):
                   *TINY_FLAGS, "--max_steps", "3", "--flip_classes", "class1"])
     out = tmp_path / "eval_speed.json"
     result = eval_speed.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--checkpoint", str(run),
-                              "--passes", "1", "--out", str(out)])
+                              "--passes", "1", "--precision", "float32", "bfloat16", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    (row,) = result["rows"]
-    assert row["step"] == 3 and row["test_images"] == 30 and row["mirror_classes"] == ["class1"]
-    assert row["img_per_s_none"] > 0 and row["img_per_s_mirror"] > 0 and 0 <= row["mirrored_share"] <= 1
-    assert row["train_images"] == 120 and row["prior_fit_s"] > 0
-    for key, flags in (("none", ["--tta", "none", "--prior", "none"]),
-                       ("mirror", ["--tta", "mirror", "--prior", "none"]),
-                       ("mirror_prior", [])):  # the run's own: --tta mirror --prior labeled
-        (report,) = evaler.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--checkpoint", str(run),
-                                 "--samples", "0", *flags])
-        assert row[f"accuracy_{key}"] == pytest.approx(report["accuracy"])
+    assert [r["precision"] for r in result["rows"]] == ["float32", "bfloat16"]
+    for row in result["rows"]:
+        assert row["step"] == 3 and row["test_images"] == 30 and row["mirror_classes"] == ["class1"]
+        assert row["img_per_s_none"] > 0 and row["img_per_s_mirror"] > 0 and 0 <= row["mirrored_share"] <= 1
+        assert row["train_images"] == 120 and row["prior_fit_s"] > 0
+        precision = [] if row["precision"] == "float32" else ["--mixed_precision", row["precision"]]
+        for key, flags in (("none", ["--tta", "none", "--prior", "none"]),
+                           ("mirror", ["--tta", "mirror", "--prior", "none"]),
+                           ("mirror_prior", [])):  # the run's own: --tta mirror --prior labeled
+            (report,) = evaler.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--checkpoint", str(run),
+                                     "--samples", "0", *flags, *precision])
+            assert row[f"accuracy_{key}"] == pytest.approx(report["accuracy"])
+            assert report["precision"] == row["precision"]
+
+
+def test_evaler_mixed_precision_computes_d_in_bfloat16_with_float32_weights_and_probabilities():
+    cfg = {"arch": "lenet", "g_arch": "conv", "head": "implicit", "d_width": 4, "g_width": 4, "z_dim": 4, "seed": 0,
+           "dataset_info": {"height": 8, "width": 8, "channels": 1, "num_class": 3}}
+    D32, _ = evaler.build_models(cfg)
+    D16, G = evaler.build_models(cfg, "bfloat16")
+    assert tf.keras.mixed_precision.global_policy().name == "float32"  # restored
+    assert {w.dtype for w in D16.weights} == {"float32"} and G.compute_dtype == "float32"
+    assert D16.get_layer("class_logits").compute_dtype == "bfloat16" and D32.compute_dtype == "float32"
+    for a, b in zip(D16.weights, D32.weights, strict=True):
+        a.assign(b)
+    x = tf.random.uniform([16, 8, 8, 1], -1, 1, seed=1)
+    p16, p32 = (model.class_probabilities(d, x, (1,)) for d in (D16, D32))
+    assert p16.dtype == tf.float32
+    np.testing.assert_allclose(p16.numpy(), p32.numpy(), atol=0.02)  # bfloat16 keeps ~3 significant digits
+    assert not np.allclose(p16.numpy(), p32.numpy(), atol=1e-6, rtol=0)  # ... and computed them in bfloat16
