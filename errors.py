@@ -1,11 +1,15 @@
-"""User-facing errors: one clear sentence and exit status 2, never a traceback; and the CLIs' --help format."""
+"""What the CLIs show people: errors as one clear sentence and exit status 2, never a traceback; the --help format
+and argparse's number types; and TensorFlow's start-up log kept quiet. No TensorFlow import here (download.py)."""
 from __future__ import annotations
 
 import argparse
 import errno
 import functools
 import math
+import os
+import re
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -97,3 +101,39 @@ def fraction(text: str) -> float:
     """argparse type: a fraction in [0, 1]."""
     non_negative_float(text)
     return _number(text, float, lambda v: v <= 1, "at most 1")
+
+
+# What TensorFlow's C++ libraries log at import, through absl before absl is initialised, where TF_CPP_MIN_LOG_LEVEL
+# does not reach (TensorFlow 2.21): absl's notice, and INFO lines such as "I0000 00:00:1795850504.127041    5929
+# port.cc:153] oneDNN custom operations are on. ...".
+_STARTUP_INFO = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+                           r"|I\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] ")
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with TF_CPP_MIN_LOG_LEVEL 2 unless it is set, and without the INFO lines its C++ start-up
+    writes to stderr whatever that level; anything else the import writes is passed on (all of it if the import
+    fails). A no-op once TensorFlow is imported, and with TF_CPP_MIN_LOG_LEVEL 0 (every line shown)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, AttributeError, ValueError):  # no stderr to keep quiet (closed, or None under pythonw)
+        import tensorflow  # noqa: F401
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        failed = True
+        try:
+            import tensorflow  # noqa: F401
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if failed or not _STARTUP_INFO.match(line)))
+            sys.stderr.flush()

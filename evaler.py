@@ -35,6 +35,10 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
+from errors import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before TensorFlow's first import: no C++ start-up lines on stderr
+
 import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont

@@ -19,6 +19,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from errors import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before TensorFlow's first import: no C++ start-up lines on stderr
+
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm

@@ -329,3 +329,38 @@ def test_no_pickle_eval_or_exec_of_input_anywhere():
         for banned in ("import pickle", "pickle.load", "np.load(", "allow_pickle=True", "eval(", "exec(",
                        "extractall("):
             assert banned not in text, f"{p.name} uses {banned}"
+
+
+# ---------------------------------------------------------------- TensorFlow's start-up lines
+
+
+FAKE_TENSORFLOW = '''import os
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
+os.write(2, b"I0000 00:00:1795850504.127041    5929 port.cc:153] oneDNN custom operations are on.\\n")
+os.write(2, b"W0000 00:00:1795850504.127041    5929 gpu.cc:12] a warning the user must see\\n")
+if os.environ.get("FAIL"):
+    raise ImportError("broken install")
+'''
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_tensorflow_import_drops_only_its_info_lines(tmp_path, fail):
+    (tmp_path / "tensorflow.py").write_text(FAKE_TENSORFLOW)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "FAIL": "1" if fail else ""}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    code = "import errors, os; errors.import_tensorflow_quietly(); print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert "a warning the user must see" in result.stderr
+    if fail:  # everything the failed import wrote, and its error
+        assert "port.cc:153] oneDNN" in result.stderr and "ImportError: broken install" in result.stderr
+    else:
+        assert result.returncode == 0 and result.stdout == "2\n"
+        assert "oneDNN" not in result.stderr and "absl" not in result.stderr
+
+
+def test_cli_help_writes_nothing_to_stderr():
+    for script in ("trainer.py", "evaler.py"):
+        result = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0 and "--dataset_dir" in result.stdout
+        assert result.stderr == "", result.stderr
