@@ -17,7 +17,7 @@ from types import ModuleType
 import datasets
 from datasets import fetch, folder
 from datasets.format import FILE_NAME, SPLITS, DatasetInfo, Writer, read_info, split_size
-from errors import HelpFormatter, UserError, exits_cleanly
+from errors import HelpFormatter, UserError, exits_cleanly, non_negative_int
 
 EPILOG = """examples:
   python download.py mnist                      fetch MNIST into datasets/mnist/data.hdf5
@@ -41,13 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", metavar="DIR", default=None,
                    help="convert the raw files found in DIR (or DIR/<name>/) instead of downloading them")
     p.add_argument("--force", action="store_true", help="redo datasets whose data.hdf5 is already there")
-    p.add_argument("--retries", type=int, default=fetch.RETRIES,
+    p.add_argument("--retries", type=non_negative_int, default=fetch.RETRIES,
                    help="further tries of each URL after a failure, with exponential back-off")
     g = p.add_argument_group("your own images (data/NAME/<class>/*.png ...)")
     g.add_argument("--folder", metavar="DIR", default=None,
                    help="convert an image folder into <dataset_dir>/<folder name>/data.hdf5")
     folder.add_conversion_flags(g)
-    g.add_argument("--seed", type=int, default=None,
+    g.add_argument("--seed", type=non_negative_int, default=None,
                    help="seed of the held-out test split (default: the existing conversion's, else 0)")
     return p
 
@@ -186,8 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if not args.names and not args.folder:
         raise UserError(f"name at least one dataset ({', '.join(datasets.SOURCES)}) or --folder DIR; see --help")
-    if args.retries < 0:
-        raise UserError("--retries must be 0 or more")
+    given = [f"--{k}" for k in (*folder.CONVERSION_FLAGS, "seed") if getattr(args, k) is not None]
+    if given and not args.folder:
+        raise UserError(f"{', '.join(given)} set how an image folder is converted: add --folder DIR, or drop them "
+                        "(a public dataset keeps its own size and test split)")
     for name in args.names:
         datasets.source(name)  # every name is checked before anything is fetched
     previous = signal.signal(signal.SIGTERM, _on_sigterm)

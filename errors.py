@@ -3,13 +3,13 @@ and argparse's number types; and TensorFlow's start-up log kept quiet. No Tensor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import math
 import os
-import re
+import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -97,6 +97,11 @@ def rate(text: str) -> float:
     return _number(text, float, lambda v: v < 1, "below 1")
 
 
+def open_fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    return _number(text, float, lambda v: 0 < v < 1, "between 0 and 1 (exclusive)")
+
+
 def fraction(text: str) -> float:
     """argparse type: a fraction in [0, 1]."""
     non_negative_float(text)
@@ -106,16 +111,28 @@ def fraction(text: str) -> float:
 # What TensorFlow's C++ libraries log at import, through absl before absl is initialised, where TF_CPP_MIN_LOG_LEVEL
 # does not reach (TensorFlow 2.21): absl's notice, and INFO lines such as "I0000 00:00:1795850504.127041    5929
 # port.cc:153] oneDNN custom operations are on. ...".
-_STARTUP_INFO = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
-                           r"|I\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] ")
+STARTUP_INFO = (r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
+                r"|I\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] ")
+# A child process passes stderr on, line by line, as it comes, without those lines: it outlives an import that
+# aborts the process (TensorFlow's fatal "compiled to use AVX instructions" check), so nothing is lost.
+_FILTER = """import re, sys
+drop = re.compile(sys.argv[1])
+for line in sys.stdin.buffer:
+    if not drop.match(line.decode(errors="replace")):
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+"""
 
 
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with TF_CPP_MIN_LOG_LEVEL 2 unless it is set, and without the INFO lines its C++ start-up
-    writes to stderr whatever that level; anything else the import writes is passed on (all of it if the import
-    fails). A no-op once TensorFlow is imported, and with TF_CPP_MIN_LOG_LEVEL 0 (every line shown)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
+    """Import TensorFlow without the INFO lines its C++ start-up writes to stderr whatever TF_CPP_MIN_LOG_LEVEL says
+    (set to 1 unless it is set: INFO lines off, warnings and errors on); everything else the import writes is passed
+    on as it comes. A no-op once TensorFlow is imported; with TF_CPP_MIN_LOG_LEVEL 0 every line is shown."""
+    if "tensorflow" in sys.modules:
+        return
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1").strip()
+    if level.isdigit() and int(level) == 0:
+        import tensorflow  # noqa: F401
         return
     try:
         sys.stderr.flush()
@@ -123,17 +140,20 @@ def import_tensorflow_quietly() -> None:
     except (OSError, AttributeError, ValueError):  # no stderr to keep quiet (closed, or None under pythonw)
         import tensorflow  # noqa: F401
         return
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        failed = True
-        try:
-            import tensorflow  # noqa: F401
-            failed = False
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if failed or not _STARTUP_INFO.match(line)))
-            sys.stderr.flush()
+    try:
+        child = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, STARTUP_INFO], stdin=subprocess.PIPE,
+                                 stdout=saved)
+        os.dup2(child.stdin.fileno(), 2)
+    except OSError:  # no process or descriptor to spare: the lines are shown
+        os.close(saved)
+        import tensorflow  # noqa: F401
+        return
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        child.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a process the import started holds the pipe
+            child.wait(timeout=10)

@@ -12,8 +12,9 @@ test images that --tta mirror mirrors, and the accuracy either way. bench/speed.
 untrained networks, which are unsure of every image; how many images are mirrored depends on a trained D's
 confidence, hence this script. Where the trainer saved no offsets with a checkpoint, --prior labeled fits them
 with one pass of D over the training images, whatever the number of test images: the best of --passes fits
-(evaler.prior_offsets_of) is reported apart, with the accuracy of both flags together (the default). Prints a
-table and writes bench/results/eval_speed.json.
+(evaler.prior_offsets_of) is reported apart, with the accuracy of both flags together (the default) as the evaler
+scores it (with the offsets the trainer saved, if any, else fitted ones). Prints a table and writes
+bench/results/eval_speed.json.
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def measure(dataset: str, dataset_dir: str, checkpoint: str, passes: int, precis
         start = time.perf_counter()
         offsets = evaler.prior_offsets_of(D, train, batch, info.num_class)
         fits.append(time.perf_counter() - start)
+    offsets = evaler.prior_of(args, cfg, run, D, ckpt, step, batch, lambda: train)  # as the evaler: saved ones first
     cm = evaler.confusion_of(D, test, batch, info.num_class, modes["mirror"], offsets)
     probabilities = evaler.probabilities_fn(D, info.shape)
     images = test.images[test.labels >= 0]  # the images confusion_of scores

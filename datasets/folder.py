@@ -36,7 +36,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from datasets.format import DatasetInfo, Writer, dataset_path, read_info
-from errors import UserError, positive_int
+from errors import UserError, open_fraction, positive_int
 
 UNLABELED_NAMES = ("unlabeled", "unlabelled")
 TEST_NAME = "test"
@@ -84,20 +84,25 @@ class Scan:
 # ---------------------------------------------------------------- public API
 
 
+# The flags of how an own folder is converted (add_conversion_flags), as argparse names them.
+CONVERSION_FLAGS = ("input_height", "input_width", "channels", "resize", "test_fraction")
+
+
 def add_conversion_flags(group) -> None:
-    """Define how an own image folder is converted (--input_height, --input_width, --channels, --resize,
-    --test_fraction) on an argparse parser or group: the one definition for download.py --folder, the trainer and
-    the evaler. For a downloaded dataset, height and width must agree with it."""
+    """Define how an own image folder is converted (CONVERSION_FLAGS) on an argparse parser or group: the one
+    definition for download.py --folder, the trainer and the evaler (which check a downloaded dataset's height and
+    width against theirs)."""
     for side in ("height", "width"):
         group.add_argument(f"--input_{side}", type=positive_int, default=None,
-                           help=f"image {side}: an own folder's images are resized to it (default: the most common "
-                           f"{side} in the folder); a downloaded dataset's must agree")
+                           help=f"image {side}: an own folder's images are resized to it (default: the existing "
+                           f"conversion's, else the most common {side} in the folder); the trainer and evaler check "
+                           "a downloaded dataset's against it")
     group.add_argument("--channels", type=int, choices=(1, 3), default=None,
                        help="own folders: 1 (grayscale) or 3 (RGB) (default: from the images)")
     group.add_argument("--resize", choices=RESIZE_MODES, default=None,
                        help="own folders: keep the aspect ratio by a centre crop, or stretch (default: the existing "
                        f"conversion's, else {DEFAULT_RESIZE})")
-    group.add_argument("--test_fraction", type=float, default=None,
+    group.add_argument("--test_fraction", type=open_fraction, default=None,
                        help="own folders without a test/ folder: share of each class held out as the test split "
                        f"(default: the existing conversion's, else {DEFAULT_TEST_FRACTION})")
 

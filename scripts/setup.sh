@@ -24,4 +24,4 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null &
     || echo "   (not available; download.py will fetch Fashion-MNIST instead)"
 fi
 export PATH="$PWD/.venv/bin:$PATH"
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-1}  # TensorFlow's information lines off, its warnings on

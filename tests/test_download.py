@@ -391,6 +391,13 @@ def test_conversion_flags_are_the_trainers(tmp_path):
         assert (a.type, a.choices, a.default, a.help) == (b.type, b.choices, b.default, b.help), dest
     result = run_cli("--folder", str(tmp_path), "--input_height", "0")
     assert result.returncode == 2 and "must be a positive integer, got 0" in result.stderr
+    result = run_cli("--folder", str(tmp_path), "--test_fraction", "1")
+    assert result.returncode == 2 and "must be between 0 and 1 (exclusive), got 1" in result.stderr
+    # for a public dataset they would be ignored: an error instead, before anything is fetched
+    result = run_cli("mnist", "--input_height", "32", "--seed", "3", "--dataset_dir", str(tmp_path / "ds"))
+    assert result.returncode == 2 and not (tmp_path / "ds").exists()
+    assert result.stderr == ("error: --input_height, --seed set how an image folder is converted: add --folder DIR, "
+                             "or drop them (a public dataset keeps its own size and test split)\n")
 
 
 # ---------------------------------------------------------------- the shared API

@@ -177,6 +177,28 @@ def test_export_loads_with_tensorflow_alone_in_a_fresh_process(run, classifier, 
     assert got["dtypes"] == ["int64", "float32"] and got["repo_modules"] == []
 
 
+def test_predict_and_export_in_bfloat16_give_float32_probabilities_close_to_float32s(run, classifier, images,
+                                                                                       tmp_path, capsys):
+    bf16 = ["--mixed_precision", "bfloat16"]
+    evaler.main([*run, "--predict", str(images), *bf16])
+    rows = read_csv(capsys.readouterr().out)
+    want = reference_probs(classifier, np.stack([load_image(r["path"], *SHAPE, "crop") for r in rows]))
+    np.testing.assert_allclose([float(r["confidence"]) for r in rows], want.max(1), atol=0.02)
+    export = tmp_path / "exported"
+    evaler.main([*run, "--export", str(export), *bf16])
+    x = np.random.default_rng(2).integers(0, 256, (7, *SHAPE), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", LOAD_IN_FRESH_PROCESS, str(export), str(tmp_path / "x.npy")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["dtypes"] == ["int64", "float32"]
+    got, want = np.array(got["probabilities"]), reference_probs(classifier, x)
+    np.testing.assert_allclose(got, want, atol=0.02)
+    assert not np.allclose(got, want, atol=1e-6, rtol=0)  # computed in bfloat16, not float32
+
+
 def test_export_refuses_a_non_empty_dir_unless_forced(run, tmp_path, capsys):
     export = tmp_path / "exported"
     export.mkdir()

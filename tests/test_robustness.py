@@ -338,24 +338,39 @@ FAKE_TENSORFLOW = '''import os
 os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
 os.write(2, b"I0000 00:00:1795850504.127041    5929 port.cc:153] oneDNN custom operations are on.\\n")
 os.write(2, b"W0000 00:00:1795850504.127041    5929 gpu.cc:12] a warning the user must see\\n")
-if os.environ.get("FAIL"):
+if os.environ.get("FAIL") == "raise":
     raise ImportError("broken install")
+if os.environ.get("FAIL") == "abort":  # TensorFlow's fatal CPU check
+    os.write(2, b"F0000 00:00:1795850504.2  5929 cpu_feature_guard.cc:1] TensorFlow was compiled to use AVX\\n")
+    os.abort()
 '''
 
 
-@pytest.mark.parametrize("fail", [False, True])
+@pytest.mark.parametrize("fail", ["", "raise", "abort"])
 def test_tensorflow_import_drops_only_its_info_lines(tmp_path, fail):
     (tmp_path / "tensorflow.py").write_text(FAKE_TENSORFLOW)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "FAIL": "1" if fail else ""}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "FAIL": fail}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     code = "import errors, os; errors.import_tensorflow_quietly(); print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert "a warning the user must see" in result.stderr
-    if fail:  # everything the failed import wrote, and its error
-        assert "port.cc:153] oneDNN" in result.stderr and "ImportError: broken install" in result.stderr
-    else:
-        assert result.returncode == 0 and result.stdout == "2\n"
-        assert "oneDNN" not in result.stderr and "absl" not in result.stderr
+    assert "oneDNN" not in result.stderr and "absl" not in result.stderr
+    if fail == "raise":
+        assert result.returncode == 1 and "ImportError: broken install" in result.stderr
+    elif fail == "abort":  # the process dies inside the import: its last line still reaches the user
+        assert result.returncode < 0 and "compiled to use AVX" in result.stderr
+    else:  # TF_CPP_MIN_LOG_LEVEL 1: TensorFlow's later INFO lines off, its warnings on
+        assert result.returncode == 0 and result.stdout == "1\n"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # every line
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert "port.cc:153] oneDNN" in result.stderr and "absl" in result.stderr
+
+
+def test_quiet_import_is_a_no_op_once_tensorflow_is_imported(monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert "tensorflow" in sys.modules
+    errors.import_tensorflow_quietly()
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
 
 
 def test_cli_help_writes_nothing_to_stderr():
