@@ -134,12 +134,11 @@ def add_precision_flag(g, evaluating: bool = False) -> None:
     """--mixed_precision on a parser or group: the one definition for the trainer (training and its evaluations),
     the evaler (`evaluating`: which computes in float32 unless told, however the run was trained) and bench/speed.py."""
     g.add_argument("--mixed_precision", nargs="?", const="float16", default=None, choices=PRECISIONS,
-                   help="compute in float16 (GPUs" + ("" if evaluating else "; dynamic loss scaling")
-                   + ") or bfloat16 (CPUs with AMX, or AMD Zen 4's AVX512-BF16: 1.3-2x faster there; time it, older "
-                   "AVX512-BF16 CPUs were slower) with "
-                   "float32 weights" + ("" if evaluating else " and losses") + "; the flag alone means float16"
-                   + ("; D only (not the sample grid's G), and an --export computes so too (default: float32, "
-                      "however the run was trained)" if evaluating else ""))
+                   help="compute in float16 (GPUs" + ("" if evaluating else "; dynamic loss scaling") + ") or "
+                   "bfloat16 (CPUs with AMX, or AMD Zen 4's AVX512-BF16: 1.3-2x faster there; time it, older "
+                   "AVX512-BF16 CPUs were slower) with float32 weights" + ("" if evaluating else " and losses")
+                   + "; the flag alone means float16" + ("; D only (not the sample grid's G), and an --export "
+                   "computes so too (default: float32, however the run was trained)" if evaluating else ""))
 
 
 def mirror_classes(tta: str, flip_classes: str | None) -> tuple[int, ...]:
