@@ -45,6 +45,9 @@ from errors import (
     rate,
 )
 
+# How G's update meets D's (--g_update): after it, with D's passes of its own, or from D's pass, before its update.
+G_UPDATES = ("alternating", "joint")
+
 EPILOG = """examples:
   python trainer.py --dataset fashion_mnist --num_labeled 100 --max_steps 6000
   python trainer.py --dataset fashion_mnist --num_labeled 100 --supervised_only
@@ -93,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "early, level or behind at the end); the conv arch has no noise there")
     g.add_argument("--g_steps", type=non_negative_int, default=1,
                    help="generator updates per discriminator update")
+    g.add_argument("--g_update", choices=G_UPDATES, default="alternating",
+                   help="alternating: G's update passes D over the unlabelled and freshly generated images again, "
+                        "after D's update; joint: G's (first) update takes its loss from D's own pass, before D's "
+                        "update (the same D and noise on both sides of feature matching): no passes of its own")
     g.add_argument("--label_smoothing", type=rate, default=0.0,
                    help="one-sided smoothing of D's real/fake loss: real target 1 - s")
     g.add_argument("--sup_smoothing", type=rate, default=0.0,
@@ -441,6 +448,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
     # VAT's finite-difference probe: a 1e-6 step vanishes when D computes in 16 bits (3 significant digits).
     vat_xi = 1.0 if args.mixed_precision else 1e-6
     flip_unlabeled = args.flip_unlabeled == "predicted" and bool(flips) and not args.supervised_only
+    joint = int(args.g_update == "joint" and args.g_steps > 0 and not args.supervised_only)
 
     def class_logits(x):
         return float32(D(x, training=False))[0]
@@ -452,16 +460,27 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
         shift = input_ops.MAX_SHIFT
         return ops.translate(x, gan.rng.uniform([tf.shape(x)[0], 2], -shift, shift + 1, tf.int32))
 
+    def generator_loss(feats_real, logits, fake, feats):
+        """G's loss from D's outputs on generated images (and its features of real ones, for feature matching)."""
+        if args.g_loss == "fm":
+            loss_g = ops.feature_matching_loss(feats_real, feats)
+        else:
+            loss_g = ops.generator_gan_loss(ops.real_logit(logits, fake))
+        if args.pt_weight:
+            loss_g += args.pt_weight * ops.pull_away_loss(feats)
+        return loss_g
+
     def d_step(x_lab, y_lab, x_unl):
+        """D's update; with --g_update joint, also G's first update, from the same pass of D."""
         n_l, n_u = tf.shape(x_lab)[0], tf.shape(x_unl)[0]
         z = gan.rng.normal([n_u, args.z_dim])
-        loss_vat = tf.constant(0.0)
+        loss_vat = loss_g = tf.constant(0.0)
         if vat:
             # VAT regularises the classifier used at test time: D without its noise and dropout.
             clean = class_logits(x_unl)
             r_adv = ops.virtual_adversarial_direction(class_logits, x_unl, clean, gan.rng.normal(tf.shape(x_unl)),
                                                       args.vat_eps, xi=vat_xi)
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, tf.GradientTape() as g_tape:
             if vat:
                 loss_vat = ops.kl_divergence(clean, class_logits(x_unl + r_adv))
             if args.supervised_only:
@@ -472,10 +491,18 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
             else:
                 # One pass over labelled, unlabelled and generated images (and, for the consistency term, the
                 # unlabelled images again, with other noise): D has no batch statistics, so this equals
-                # separate passes and runs faster.
+                # separate passes and runs faster. With a joint G update the generated images get a pass of their
+                # own, so that G's backward pass runs through D for them only.
                 x_fake = tf.cast(G(z, training=True), x_unl.dtype)
                 again = [x_unl] if consistency else []
-                logits, fake, _ = float32(D(seen(tf.concat([x_lab, x_unl, x_fake, *again], 0)), training=True))
+                if joint:
+                    logits, fake, feats = float32(D(seen(tf.concat([x_lab, x_unl, *again], 0)), training=True))
+                    logits_g, fake_g, feats_g = float32(D(seen(x_fake), training=True))
+                    loss_g = generator_loss(tf.stop_gradient(feats[n_l:n_l + n_u]), logits_g, fake_g, feats_g)
+                    logits, fake = (tf.concat([t[:n_l + n_u], t_g, t[n_l + n_u:]], 0)
+                                    for t, t_g in ((logits, logits_g), (fake, fake_g)))
+                else:
+                    logits, fake, _ = float32(D(seen(tf.concat([x_lab, x_unl, x_fake, *again], 0)), training=True))
                 real = ops.real_logit(logits, fake)
                 unl, gen = slice(n_l, n_l + n_u), slice(n_l + n_u, n_l + 2 * n_u)
                 loss_sup = ops.supervised_loss(logits[:n_l], y_lab, args.sup_smoothing)
@@ -489,10 +516,13 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
                       + args.balance_weight * loss_bal + args.vat_weight * loss_vat
                       + args.consistency_weight * loss_cons)
             scaled = opt_d.scale_loss(loss_d / replicas)
+            scaled_g = opt_g.scale_loss(loss_g / replicas) if joint else None
         grads = tape.gradient(scaled, D.trainable_variables)
+        if joint:  # both gradients before either update: G's is taken against the D that D's was
+            opt_g.apply_gradients(zip(g_tape.gradient(scaled_g, G.trainable_variables), G.trainable_variables))
         opt_d.apply_gradients(zip(grads, D.trainable_variables))
         return dict(loss_d=loss_d, loss_sup=loss_sup, loss_unsup=loss_unsup, loss_ent=loss_ent, loss_bal=loss_bal,
-                    loss_vat=loss_vat, loss_cons=loss_cons,
+                    loss_vat=loss_vat, loss_cons=loss_cons, loss_g=loss_g,
                     acc_lab=ops.accuracy(logits[:n_l], y_lab)), p_real, p_fake
 
     def g_step(x_unl):
@@ -502,13 +532,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
         feats_real = float32(D(seen(x_unl), training=True))[2] if args.g_loss == "fm" else None
         with tf.GradientTape() as tape:
             x_fake = tf.cast(G(z, training=True), x_unl.dtype)
-            logits, fake, feats = float32(D(seen(x_fake), training=True))
-            if args.g_loss == "fm":
-                loss_g = ops.feature_matching_loss(feats_real, feats)
-            else:
-                loss_g = ops.generator_gan_loss(ops.real_logit(logits, fake))
-            if args.pt_weight:
-                loss_g += args.pt_weight * ops.pull_away_loss(feats)
+            loss_g = generator_loss(feats_real, *float32(D(seen(x_fake), training=True)))
             scaled = opt_g.scale_loss(loss_g / replicas)
         opt_g.apply_gradients(zip(tape.gradient(scaled, G.trainable_variables), G.trainable_variables))
         return loss_g
@@ -517,9 +541,8 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
         if flip_unlabeled:  # the same mirrored batch feeds D and feature matching
             x_unl = mirror_guessed(gan.D_ema, x_unl, flips, gan.rng.make_seeds(1)[:, 0])
         m, p_real, p_fake = d_step(x_lab, y_lab, x_unl)
-        m["loss_g"] = tf.constant(0.0)
         if not args.supervised_only:
-            for _ in range(args.g_steps):
+            for _ in range(args.g_steps - joint):
                 m["loss_g"] = g_step(x_unl)
         m["p_real"], m["p_fake"] = tf.reduce_mean(p_real), tf.reduce_mean(p_fake)
         return tf.stack([tf.cast(m[k], tf.float32) for k in METRICS]), p_real, p_fake

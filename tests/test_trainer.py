@@ -191,10 +191,12 @@ def test_supervised_only_trains_the_classifier_without_a_gan(dsdir, tmp_path):
     assert set(loss_g.values()) == {0.0}
 
 
-@pytest.mark.parametrize("head,g_loss,augment", [("nplus1", "gan", "labeled"), ("implicit", "fm", "diff")])
-def test_heads_and_generator_losses_train(dsdir, tmp_path, head, g_loss, augment):
+@pytest.mark.parametrize("head,g_loss,augment,g_update", [("nplus1", "gan", "labeled", "alternating"),
+                                                        ("implicit", "fm", "diff", "joint")])
+def test_heads_and_generator_losses_train(dsdir, tmp_path, head, g_loss, augment, g_update):
     result = train(dsdir, tmp_path / "r", "--max_steps", "20", "--head", head, "--g_loss", g_loss,
-                   "--g_steps", "2", "--label_smoothing", "0.1", "--entropy_weight", "0.1", "--pt_weight", "0.1",
+                   "--g_steps", "2", "--g_update", g_update, "--label_smoothing", "0.1", "--entropy_weight", "0.1",
+                   "--pt_weight", "0.1",
                    "--vat_weight", "1", "--balance_weight", "1", "--consistency_weight", "1", "--augment", augment)
     assert np.isfinite(result["test_accuracy"]) and result["step"] == 20
     loss_cons = scalars(tmp_path / "r", "train/loss_cons")  # two passes with their own noise: never equal
@@ -476,3 +478,39 @@ def test_a_run_with_flip_unlabeled_predicted_records_it_and_resumes_only_with_it
     plain = tmp_path / "no_flips"  # the default --flip_unlabeled, but no class to mirror
     train(dsdir, plain, "--max_steps", "5")
     assert json.loads((plain / "config.json").read_text())["flip_unlabeled"] == "none"
+
+
+def test_joint_g_update_takes_gs_gradient_against_d_before_its_update():
+    """--g_update joint: D's update is the alternating one's; G's first Adam step follows the feature-matching
+    gradient through the D of before that update, on the same generated images D trained on."""
+    flags = ["--dataset", "tiny", *TINY_FLAGS, "--arch", "lenet", "--d_width", "4", "--g_width", "4",
+             "--d_input_noise", "0", "--d_hidden_noise", "0"]  # no noise: D's passes can be repeated exactly
+    rng = np.random.default_rng(0)
+    x_lab, x_unl = (tf.constant(rng.uniform(-1, 1, (6, 12, 12, 1)), tf.float32) for _ in range(2))
+    y_lab = tf.constant([0, 1, 2, 0, 1, 2])
+    after = {}
+    for mode in trainer.G_UPDATES:
+        args = trainer.parse_args([*flags, "--g_update", mode])
+        gan = trainer.GAN(args, (12, 12, 1), 3)
+        g0 = [v.numpy() for v in gan.G.trainable_variables]
+        z = tf.random.Generator.from_state(gan.rng.state.numpy(), gan.rng.algorithm).normal([6, args.z_dim])
+        with tf.GradientTape() as tape:  # G's loss against the D of before the step
+            feats = gan.D(x_unl, training=True)[2]
+            loss_g = tf.reduce_mean(tf.square(tf.reduce_mean(feats, 0)
+                                              - tf.reduce_mean(gan.D(gan.G(z, training=True), training=True)[2], 0)))
+        grads = [g.numpy() for g in tape.gradient(loss_g, gan.G.trainable_variables)]
+        for v, w in zip(gan.G.trainable_variables, g0):  # the manual pass moved G's batch-norm statistics only
+            v.assign(w)
+        loop, _ = trainer.make_train_loop(gan, args, tf.distribute.get_strategy())
+        lab = iter(tf.data.Dataset.from_tensors((x_lab, y_lab)).repeat())
+        unl = iter(tf.data.Dataset.from_tensors(x_unl).repeat())
+        assert bool(loop(lab, unl, tf.constant(1))[2])
+        after[mode] = [v.numpy() for v in gan.D.trainable_variables], [v.numpy() for v in gan.G.trainable_variables]
+        if mode == "joint":  # Keras' first Adam step: -lr * g / (|g| + epsilon / sqrt(1 - beta_2)), g as above
+            opt = gan.opt_g
+            lr, eps = float(opt.learning_rate), opt.epsilon / np.sqrt(1 - opt.beta_2)
+            for w1, w0, g in zip(after[mode][1], g0, grads):
+                np.testing.assert_allclose(w1, w0 - lr * g / (np.abs(g) + eps), rtol=1e-4, atol=1e-6)
+    for a, b in zip(after["alternating"][0], after["joint"][0]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert not all(np.allclose(a, b) for a, b in zip(after["alternating"][1], after["joint"][1]))
