@@ -17,11 +17,12 @@ MODEL_KEYS = ("arch", "g_arch", "head", "d_width", "g_width", "z_dim")
 # What a flag missing from an older config.json meant, where that differs from today's default:
 # the conv D dropped 20% of its input pixels before --d_input_dropout existed, lenet had the mlp G
 # before --g_arch existed, no labelled (unlabelled) image was mirrored before --flip_classes (--flip_unlabeled),
-# a run's evaluations took one pass per test image before --tta, and D's probabilities as they came before --prior.
+# a run's evaluations took one pass per test image before --tta, D's probabilities as they came before --prior, and
+# G's update had D's passes of its own after D's update before --g_update.
 LEGACY_DEFAULTS = {"d_input_dropout": lambda cfg: 0.2 if cfg.get("arch") == "conv" else 0.0,
                    "g_arch": lambda cfg: "conv" if cfg.get("arch") == "conv" else "mlp",
                    "flip_classes": lambda cfg: "none", "flip_unlabeled": lambda cfg: "none", "tta": lambda cfg: "none",
-                   "prior": lambda cfg: "none"}
+                   "prior": lambda cfg: "none", "g_update": lambda cfg: "alternating"}
 
 
 def recorded(cfg: dict, key: str):

@@ -96,10 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "early, level or behind at the end); the conv arch has no noise there")
     g.add_argument("--g_steps", type=non_negative_int, default=1,
                    help="generator updates per discriminator update")
-    g.add_argument("--g_update", choices=G_UPDATES, default="alternating",
-                   help="alternating: G's update passes D over the unlabelled and freshly generated images again, "
-                        "after D's update; joint: G's (first) update takes its loss from D's own pass, before D's "
-                        "update (the same D and noise on both sides of feature matching): no passes of its own")
+    g.add_argument("--g_update", choices=G_UPDATES, default="joint",
+                   help="joint: G's (first) update takes its loss from D's own pass, before D's update (the same D "
+                        "and noise on both sides of feature matching), so G needs no passes of D of its own: a "
+                        "quarter less time per step at the same accuracy (docs/experiments.md, stop 37); "
+                        "alternating: G's update passes D over the unlabelled and freshly generated images again, "
+                        "after D's update (the default until stop 37)")
     g.add_argument("--label_smoothing", type=rate, default=0.0,
                    help="one-sided smoothing of D's real/fake loss: real target 1 - s")
     g.add_argument("--sup_smoothing", type=rate, default=0.0,

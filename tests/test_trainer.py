@@ -480,6 +480,18 @@ def test_a_run_with_flip_unlabeled_predicted_records_it_and_resumes_only_with_it
     assert json.loads((plain / "config.json").read_text())["flip_unlabeled"] == "none"
 
 
+def test_a_run_from_before_g_update_resumes_alternating_only(dsdir, tmp_path, capsys):
+    run = tmp_path / "old_g"
+    train(dsdir, run, "--max_steps", "5", "--g_update", "alternating")
+    cfg = json.loads((run / "config.json").read_text())
+    del cfg["g_update"]  # as written before the flag: G had D's passes of its own
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SystemExit):
+        train(dsdir, run, "--max_steps", "10")
+    assert "was trained with --g_update 'alternating', not 'joint'" in capsys.readouterr().err
+    assert train(dsdir, run, "--max_steps", "10", "--g_update", "alternating")["step"] == 10
+
+
 def test_joint_g_update_takes_gs_gradient_against_d_before_its_update():
     """--g_update joint: D's update is the alternating one's; G's first Adam step follows the feature-matching
     gradient through the D of before that update, on the same generated images D trained on."""
