@@ -262,8 +262,9 @@ def flags_record(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k not in RUN_ONLY_KEYS}
 
 
-# Flags that trainer.py sets from others (resolve_flips): a difference in them follows from one in those.
-DERIVED_KEYS = ("flip_unlabeled",)
+# Flags that trainer.py sets from others (resolve_flips; train, for --g_update): a difference in them follows from
+# one in those.
+DERIVED_KEYS = ("flip_unlabeled", "g_update")
 
 
 def config_diff(old: dict, record: dict, ignore=RESUMABLE_KEYS) -> list[str]:
@@ -652,6 +653,8 @@ def train(args: argparse.Namespace) -> dict:
     path, info = config.resolve_dataset(args)
     # Everything is checked before the run dir is made: a bad flag leaves nothing behind.
     flips = resolve_flips(args, info.class_names)
+    if args.supervised_only or not args.g_steps:  # no G update: recorded as runs from before --g_update were
+        args.g_update = "alternating"
     run, record = choose_run_dir(args, info)
     train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
     test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)

@@ -490,6 +490,13 @@ def test_a_run_from_before_g_update_resumes_alternating_only(dsdir, tmp_path, ca
         train(dsdir, run, "--max_steps", "10")
     assert "was trained with --g_update 'alternating', not 'joint'" in capsys.readouterr().err
     assert train(dsdir, run, "--max_steps", "10", "--g_update", "alternating")["step"] == 10
+    sup = tmp_path / "old_sup"  # no G to update: a supervised-only run records and resumes either way
+    train(dsdir, sup, "--max_steps", "5", "--supervised_only")
+    cfg = json.loads((sup / "config.json").read_text())
+    assert cfg["g_update"] == "alternating"
+    del cfg["g_update"]
+    (sup / "config.json").write_text(json.dumps(cfg))
+    assert train(dsdir, sup, "--max_steps", "10", "--supervised_only")["step"] == 10
 
 
 def test_joint_g_update_takes_gs_gradient_against_d_before_its_update():
