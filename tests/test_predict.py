@@ -183,7 +183,10 @@ def test_predict_and_export_in_bfloat16_give_float32_probabilities_close_to_floa
     evaler.main([*run, "--predict", str(images), *bf16])
     rows = read_csv(capsys.readouterr().out)
     want = reference_probs(classifier, np.stack([load_image(r["path"], *SHAPE, "crop") for r in rows]))
-    np.testing.assert_allclose([float(r["confidence"]) for r in rows], want.max(1), atol=0.02)
+    # bfloat16 keeps 8 significant bits: logits of a few units come out a few hundredths off, which moves a
+    # probability near 0.5 by up to about 0.03 (the tiny run's D differs from release to release).
+    close = 0.05
+    np.testing.assert_allclose([float(r["confidence"]) for r in rows], want.max(1), atol=close)
     export = tmp_path / "exported"
     evaler.main([*run, "--export", str(export), *bf16])
     x = np.random.default_rng(2).integers(0, 256, (7, *SHAPE), dtype=np.uint8)
@@ -195,7 +198,7 @@ def test_predict_and_export_in_bfloat16_give_float32_probabilities_close_to_floa
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["dtypes"] == ["int64", "float32"]
     got, want = np.array(got["probabilities"]), reference_probs(classifier, x)
-    np.testing.assert_allclose(got, want, atol=0.02)
+    np.testing.assert_allclose(got, want, atol=close)
     assert not np.allclose(got, want, atol=1e-6, rtol=0)  # computed in bfloat16, not float32
 
 
