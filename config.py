@@ -25,9 +25,18 @@ LEGACY_DEFAULTS = {"d_input_dropout": lambda cfg: 0.2 if cfg.get("arch") == "con
                    "prior": lambda cfg: "none", "g_update": lambda cfg: "alternating"}
 
 
-def recorded(cfg: dict, key: str):
-    """A flag's value in a run's flags or config.json, including older configs made before the flag."""
-    return cfg[key] if key in cfg else LEGACY_DEFAULTS[key](cfg)
+# What --d_width 0 (the arch's width) meant where config.json records it, as configs from before stop 39 do (since,
+# the trainer records the width itself): lenet's D was 32 wide.
+LEGACY_D_WIDTH = {"lenet": 32}
+
+
+def recorded(cfg: dict, key: str, default=None):
+    """A flag's value in a run's flags or config.json, including older configs made before the flag (or before
+    the flag's value 0 meant what it means today); `default` for a flag neither names."""
+    value = cfg[key] if key in cfg else LEGACY_DEFAULTS.get(key, lambda _: default)(cfg)
+    if key == "d_width" and value == 0:
+        return LEGACY_D_WIDTH.get(cfg["arch"], model.DISCRIMINATOR_WIDTH[cfg["arch"]])
+    return value
 
 
 def discriminator_of(cfg: dict, shape: tuple[int, int, int], num_class: int):
@@ -36,7 +45,7 @@ def discriminator_of(cfg: dict, shape: tuple[int, int, int], num_class: int):
     The input noise and dropout layers are among D's layers, so they fix its checkpoint's layout too:
     the evaler must build D with the values the run was trained with.
     """
-    return model.build_discriminator(cfg["arch"], shape, num_class, cfg["head"], width=cfg["d_width"],
+    return model.build_discriminator(cfg["arch"], shape, num_class, cfg["head"], width=recorded(cfg, "d_width"),
                                      input_noise=cfg.get("d_input_noise"),
                                      input_dropout=recorded(cfg, "d_input_dropout"),
                                      features=cfg.get("fm_features", "noisy"),
@@ -104,7 +113,8 @@ def add_model_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
                         f"({', '.join(f'{a}: {g}' for a, g in model.DEFAULT_GENERATOR.items())})")
     g.add_argument("--head", choices=model.HEADS, default=d("implicit"),
                    help="implicit: n logits, fake logit 0 (Salimans); nplus1: explicit n+1 softmax (Odena)")
-    g.add_argument("--d_width", type=non_negative_int, default=d(0), help="discriminator width (0: the arch's default)")
+    g.add_argument("--d_width", type=non_negative_int, default=d(0), help="discriminator width (0: the arch's: "
+                   + ", ".join(f"{a} {w}" for a, w in model.DISCRIMINATOR_WIDTH.items()) + ")")
     g.add_argument("--g_width", type=non_negative_int, default=d(0),
                    help="generator width (0: mlp G 500 units; conv G 32 channels with lenet, else 64)")
     g.add_argument("--z_dim", type=positive_int, default=d(100), help="generator noise dimension")

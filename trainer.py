@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     args.num_labeled = _parse_num_labeled(args.num_labeled)
     args.g_arch = args.g_arch or model.DEFAULT_GENERATOR[args.arch]  # recorded explicitly in config.json
+    args.d_width = args.d_width or model.DISCRIMINATOR_WIDTH[args.arch]  # so is D's width (config.LEGACY_D_WIDTH)
     return args
 
 
@@ -280,7 +281,7 @@ def config_diff(old: dict, record: dict, ignore=RESUMABLE_KEYS) -> list[str]:
 
 def recorded_value(old: dict, k: str):
     """The value of flag `k` a run was made with, from its config.json `old`, in today's terms."""
-    v = old[k] if k in old else config.LEGACY_DEFAULTS.get(k, lambda _: FLAG_DEFAULTS.get(k))(old)
+    v = config.recorded(old, k, FLAG_DEFAULTS.get(k))
     if k == "dataset" and isinstance(v, str):  # recorded with a trailing slash before stop 32
         v = v.rstrip("/") or v
     return LEGACY_VALUES.get(k, {}).get(v, v) if isinstance(v, bool) else v

@@ -7,9 +7,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 STEPS=${DEMO_STEPS:-3000}
 # Named by their defaults: a run of an earlier default (the mlp in train_dir/demo-ssgan, lenet with the mlp G in
 # train_dir/demo-lenet-ssgan, no mirrored images in train_dir/demo-lenet-convg-*, only mirrored labelled images in
-# train_dir/demo-lenet-convg-flip-*, G's update alternating with D's in train_dir/demo-lenet-convg-flipu-ssgan) is not
-# resumed with others. The supervised-only run has no G, so it is the same under every --g_update.
-export SSGAN=train_dir/demo-lenet-convg-flipu-joint-ssgan SUP=train_dir/demo-lenet-convg-flipu-supervised
+# train_dir/demo-lenet-convg-flip-*, G's update alternating with D's in train_dir/demo-lenet-convg-flipu-ssgan,
+# lenet's D 32 wide in train_dir/demo-lenet-convg-flipu-{joint-ssgan,supervised}) is not resumed with others.
+export SSGAN=train_dir/demo-lenet40-convg-flipu-joint-ssgan SUP=train_dir/demo-lenet40-convg-flipu-supervised
 python download.py fashion_mnist
 python trainer.py --dataset fashion_mnist --num_labeled 100 --max_steps "$STEPS" \
   --train_dir "$SSGAN"

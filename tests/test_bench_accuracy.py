@@ -78,6 +78,7 @@ def test_resume_reuses_only_runs_trained_as_the_command_trains_today():
     today = {**trainer.flags_record(trainer_args), "dataset_info": {"height": 28, "class_names": names}}
     assert today["g_arch"] == "conv" and today["fm_features"] == "noisy" and today["flip_classes"] == "0,1,2,3,4,6,8"
     assert today["flip_unlabeled"] == "predicted"
+    assert today["d_width"] == 40  # lenet's width, recorded since stop 39
     assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": today}}, {key: cmd}) == {
         key: {"command": cmd, "trainer_config": today}}
     before_g_arch = {k: v for k, v in today.items() if k != "g_arch"}  # lenet with the mlp G, before stop 18
@@ -85,7 +86,8 @@ def test_resume_reuses_only_runs_trained_as_the_command_trains_today():
     other_lr = {**today, "lr": 0.001}
     before_flips = {k: v for k, v in today.items() if k != "flip_classes"}  # no image mirrored, before stop 28
     before_flip_unlabeled = {k: v for k, v in today.items() if k != "flip_unlabeled"}  # before stop 30
-    for recorded in (before_g_arch, other_fm, other_lr, before_flips, before_flip_unlabeled):
+    before_width = {**today, "d_width": 0}  # lenet's D was 32 wide before stop 39
+    for recorded in (before_g_arch, other_fm, other_lr, before_flips, before_flip_unlabeled, before_width):
         assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": recorded}}, {key: cmd}) == {}
     before_fm = {k: v for k, v in today.items() if k != "fm_features"}  # made before --fm_features: noisy
     assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": before_fm}}, {key: cmd}) == {

@@ -325,6 +325,28 @@ def test_a_lenet_run_from_before_g_arch_keeps_its_mlp_generator(dsdir, tmp_path,
     assert train(dsdir, old, *lenet, "--g_arch", "mlp", "--max_steps", "10")["step"] == 10
 
 
+def test_a_lenet_run_from_before_stop_39_keeps_its_32_wide_d(dsdir, tmp_path, capsys):
+    """lenet's D became 40 wide in stop 39, and config.json records the width since: an older lenet run
+    (--d_width 0 in its config.json: 32 then) still evaluates, and resumes only with --d_width 32."""
+    common = ["--dataset", "tiny", "--dataset_dir", str(dsdir)]
+    lenet = ["--arch", "lenet", "--g_width", "4"]
+    assert trainer.parse_args([*common, *lenet]).d_width == 40
+    assert trainer.parse_args([*common, "--arch", "mlp"]).d_width == 1000
+    old = tmp_path / "old"
+    train(dsdir, old, *lenet, "--d_width", "32", "--max_steps", "5")
+    cfg = json.loads((old / "config.json").read_text())
+    assert cfg["d_width"] == 32
+    (old / "config.json").write_text(json.dumps({**cfg, "d_width": 0}))  # as written before stop 39
+    assert evaler.main(["--checkpoint", str(old), *common])[0]["step"] == 5
+    with pytest.raises(SystemExit):
+        evaler.main(["--checkpoint", str(old), *common, "--d_width", "40"])
+    assert "--d_width 40 does not match the run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train(dsdir, old, *lenet, "--d_width", "0", "--max_steps", "10")  # 0: lenet's width, 40 today
+    assert "was trained with --d_width 32, not 40" in capsys.readouterr().err
+    assert train(dsdir, old, *lenet, "--d_width", "32", "--max_steps", "10")["step"] == 10
+
+
 def test_a_test_split_streamed_from_its_file_trains_and_evaluates(dsdir, tmp_path):
     run = tmp_path / "streamed"
     result = train(dsdir, run, "--max_steps", "5", "--in_memory", "no")
