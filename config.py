@@ -34,13 +34,14 @@ def recorded(cfg: dict, key: str, default=None):
     """A flag's value in a run's flags or config.json, including older configs made before the flag (or before
     the flag's value 0 meant what it means today); `default` for a flag neither names."""
     value = cfg[key] if key in cfg else LEGACY_DEFAULTS.get(key, lambda _: default)(cfg)
-    if key == "d_width" and value == 0:
-        return LEGACY_D_WIDTH.get(cfg["arch"], model.DISCRIMINATOR_WIDTH[cfg["arch"]])
+    if key == "d_width" and not value:  # 0, or (a config.json edited by hand) missing
+        arch = cfg.get("arch")
+        return LEGACY_D_WIDTH.get(arch, model.DISCRIMINATOR_WIDTH.get(arch, value))
     return value
 
 
 def discriminator_of(cfg: dict, shape: tuple[int, int, int], num_class: int):
-    """D as a run's flags or config.json describe it.
+    """D as a run's flags (as trainer.parse_args resolves them) or config.json describe it.
 
     The input noise and dropout layers are among D's layers, so they fix its checkpoint's layout too:
     the evaler must build D with the values the run was trained with.

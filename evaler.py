@@ -353,6 +353,8 @@ def check_against_config(args: argparse.Namespace, cfg: dict, run: Path) -> None
     config.check_shape_flags(args, info["height"], info["width"], info["num_class"], f"the run {run}")
     for k in config.MODEL_KEYS:
         given = getattr(args, k, None)
+        if k == "d_width" and given == 0:  # the arch's width today, as the trainer reads it
+            given = model.DISCRIMINATOR_WIDTH.get(cfg["arch"], 0)
         trained = config.recorded(cfg, k)
         if given is not None and given != trained:
             raise UserError(f"--{k} {given} does not match the run {run}, trained with --{k} {trained}; "

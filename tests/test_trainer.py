@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import config
 import evaler
 import input_ops
 import trainer
@@ -342,9 +343,18 @@ def test_a_lenet_run_from_before_stop_39_keeps_its_32_wide_d(dsdir, tmp_path, ca
         evaler.main(["--checkpoint", str(old), *common, "--d_width", "40"])
     assert "--d_width 40 does not match the run" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        evaler.main(["--checkpoint", str(old), *common, "--d_width", "0"])  # 0: lenet's width, 40 today
+    assert "--d_width 40 does not match the run" in capsys.readouterr().err
+    assert evaler.main(["--checkpoint", str(old), *common, "--d_width", "32"])[0]["step"] == 5
+    with pytest.raises(SystemExit):
         train(dsdir, old, *lenet, "--d_width", "0", "--max_steps", "10")  # 0: lenet's width, 40 today
     assert "was trained with --d_width 32, not 40" in capsys.readouterr().err
     assert train(dsdir, old, *lenet, "--d_width", "32", "--max_steps", "10")["step"] == 10
+    for arch in ("mlp", "conv"):  # their widths did not change: an older run's 0 resumes with today's flags
+        today = trainer.flags_record(trainer.parse_args([*common, "--arch", arch]))
+        assert not trainer.config_diff({**today, "d_width": 0}, today)
+    assert config.recorded({"arch": "lenet"}, "d_width") == 32  # no d_width (edited by hand): 0, as before stop 39
+    assert config.recorded({}, "d_width") is None  # no arch either: nothing to read (config_diff names arch)
 
 
 def test_a_test_split_streamed_from_its_file_trains_and_evaluates(dsdir, tmp_path):
