@@ -124,29 +124,12 @@ def test_class_frequencies_count_the_labelled_images_only():
         input_ops.class_frequencies(np.array([-1, -1]), 3)
 
 
-def test_training_streams_run_without_autotuning_so_their_iterators_delete_at_once(path):
-    """tf.data's autotuning made an iterator a train step had read from take up to a minute to delete (the end of
-    every run stalled); the training streams turn it off and prefetch a fixed number of batches instead."""
-    import time
-
-    import tensorflow as tf
-
+def test_training_streams_run_without_autotuning_and_prefetch_a_fixed_number_of_batches(path):
+    """With tf.data's autotuning on, deleting an iterator a train step had read from took up to a minute at the end
+    of a run (the stall needs minutes of training to show, so it is checked by its cause: the streams' options)."""
     split = input_ops.load_split(path, "train")
     idx = input_ops.select_labeled(split.labels, 30, 3, seed=0)
     streams = [input_ops.labeled_stream(split, idx, 12, seed=0), input_ops.unlabeled_stream(split, 12, seed=0)]
     for ds in streams + [input_ops.shard_by_data(s) for s in streams]:
         assert ds.options().autotune.enabled is False
-
-    @tf.function
-    def read(it, n):
-        total = tf.constant(0.0)
-        for _ in tf.range(n):
-            total += tf.reduce_sum(tf.nest.flatten(next(it))[0])
-        return total
-
-    it = iter(streams[1])
-    for _ in range(20):
-        read(it, tf.constant(10))
-    start = time.perf_counter()
-    del it
-    assert time.perf_counter() - start < 5
+    assert [len(b) for b in streams[1].take(3).as_numpy_iterator()] == [12, 12, 12]
