@@ -176,7 +176,8 @@ def _prefetched(ds: tf.data.Dataset) -> tf.data.Dataset:
     Autotuning has nothing to tune here (one sequential map over batches already in memory), and with it an
     iterator that a train step had read from took up to a minute to delete (TF 2.21, CPU; as if it waited out the
     sleep of autotuning's model thread, whose optimization period grows to 60 s). That stalled the end of a
-    training run (and a --nan_policy restore) by 0-60 s, at random; without it the deletion takes 0.2 s.
+    training run by 0-60 s, at random (and a --nan_policy restore, which makes new iterators, could stall too);
+    without it the deletion takes 0.2 s.
     """
     options = tf.data.Options()
     options.autotune.enabled = False

@@ -124,7 +124,7 @@ def test_class_frequencies_count_the_labelled_images_only():
         input_ops.class_frequencies(np.array([-1, -1]), 3)
 
 
-def test_training_streams_run_without_autotuning_and_prefetch_a_fixed_number_of_batches(path):
+def test_training_streams_run_without_autotuning_and_still_give_whole_batches(path):
     """With tf.data's autotuning on, deleting an iterator a train step had read from took up to a minute at the end
     of a run (the stall needs minutes of training to show, so it is checked by its cause: the streams' options)."""
     split = input_ops.load_split(path, "train")
