@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import datasets
@@ -85,13 +86,65 @@ def dataset_record(info: fmt.DatasetInfo) -> dict:
     return record
 
 
+DEFAULT_DATA_DIR = "data"
+
+
+class _FolderOfPath(str):
+    """--data_dir as a --dataset folder path set it: the folder holding that image folder."""
+
+
+def split_dataset_path(value: str) -> tuple[str, str | None]:
+    """--dataset's value as (name, the folder holding it): None for a name; a path must be an existing folder."""
+    if not any(sep and sep in value for sep in ("/", os.sep, os.altsep)):
+        return value, None
+    parent, name = os.path.split(os.path.normpath(value))
+    if not os.path.isdir(value) or name in ("", ".", ".."):
+        raise UserError(f"--dataset takes a dataset name or the path of an image folder, but {value} is not a "
+                        f"folder; fix the path, or pass a name ({', '.join(datasets.SOURCES)}, or a folder's name "
+                        "in --data_dir)")
+    return name, parent or "."
+
+
+def _check_data_dirs(folder_of_path: str, data_dir: str) -> None:
+    """A --dataset folder path and a --data_dir given with it must name the same folder."""
+    if os.path.realpath(folder_of_path) != os.path.realpath(data_dir):
+        raise UserError(f"--dataset names an image folder in {folder_of_path} but --data_dir is {data_dir}; "
+                        "drop --data_dir, or pass --dataset as a name")
+
+
+class DatasetFlag(argparse.Action):
+    """--dataset NAME, or the path of an image folder: then NAME is its base name and --data_dir its parent."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        name, parent = split_dataset_path(value)
+        if parent is not None:
+            given = getattr(namespace, "data_dir", None)
+            if given is not None and given != DEFAULT_DATA_DIR and not isinstance(given, _FolderOfPath):
+                _check_data_dirs(parent, given)
+            namespace.data_dir = _FolderOfPath(parent)
+        namespace.dataset = name
+
+
+class DataDirFlag(argparse.Action):
+    """--data_dir, checked against a --dataset folder path given before it."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        given = getattr(namespace, "data_dir", None)
+        if isinstance(given, _FolderOfPath):
+            _check_data_dirs(given, value)
+        else:
+            namespace.data_dir = value
+
+
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     """--dataset and where/how to read it; --input_height/--input_width/--num_class as in the original toolkit."""
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", required=True, type=lambda name: name.rstrip("/") or name,
-                   help="a downloaded dataset (mnist, fashion_mnist, cifar10, svhn) or a folder name under --data_dir")
+    g.add_argument("--dataset", required=True, type=lambda name: name.rstrip("/") or name, action=DatasetFlag,
+                   help="a downloaded dataset (mnist, fashion_mnist, cifar10, svhn), a folder name under --data_dir, "
+                   "or the path of an image folder (then --data_dir is the folder holding it)")
     datasets.add_dataset_dir_flag(g)
-    g.add_argument("--data_dir", default="data", help="where your own image folders live (data/<NAME>/<class>/...)")
+    g.add_argument("--data_dir", default=DEFAULT_DATA_DIR, action=DataDirFlag,
+                   help="where your own image folders live (data/<NAME>/<class>/...)")
     folder.add_conversion_flags(g)
     g.add_argument("--num_class", type=positive_int, default=None,
                    help="number of classes; must agree with the dataset")
@@ -174,7 +227,7 @@ def resolve_dataset(args: argparse.Namespace) -> tuple[Path, fmt.DatasetInfo]:
                              height=args.input_height, width=args.input_width, channels=args.channels,
                              num_class=args.num_class, test_fraction=args.test_fraction, resize=args.resize)
     else:
-        path = datasets.require(args.dataset_dir, args.dataset)
+        path = datasets.require(args.dataset_dir, args.dataset, args.data_dir)
     info = fmt.read_info(path)
     # What the images were converted with (an own folder), recorded in the run's config.json; a downloaded dataset
     # records the defaults, as runs always have.

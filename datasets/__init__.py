@@ -17,6 +17,7 @@ dataset with `require(dataset_dir, name)`, whose error says how to create a miss
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from pathlib import Path
 from types import ModuleType
@@ -38,7 +39,9 @@ SOURCES: dict[str, ModuleType] = {
 def source(name: str) -> ModuleType:
     """The source module of public dataset `name`; an unknown name is a UserError listing the known ones."""
     if name not in SOURCES:
-        raise UserError(f"unknown dataset {name!r}; known: {', '.join(SOURCES)} "
+        close = _closest(name, list(SOURCES))
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise UserError(f"unknown dataset {name!r}{hint}; known: {', '.join(SOURCES)} "
                         "(for your own images use: python download.py --folder data/NAME)")
     return SOURCES[name]
 
@@ -68,10 +71,38 @@ def create_command(name: str, dataset_dir: str | os.PathLike = DEFAULT_DATASET_D
     return f"python download.py --folder data/{name} --input_height H --input_width W{where}"
 
 
-def require(dataset_dir: str | os.PathLike, name: str) -> Path:
-    """Path of an existing, valid dataset file; if it is missing, a UserError naming the command to create it."""
+def require(dataset_dir: str | os.PathLike, name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Path of an existing, valid dataset file; if it is missing, a UserError naming the command to create it or,
+    for a name that is neither a public dataset nor a folder in `data_dir` (when given), the closest names."""
     p = path(dataset_dir, name)
     if not p.exists():
+        if data_dir is not None and name not in SOURCES and not (Path(data_dir) / name).is_dir():
+            raise UserError(_unknown(name, dataset_dir, data_dir))
         raise UserError(f"dataset {name!r} not found at {p}; create it with: {create_command(name, dataset_dir)}")
     read_info(p)
     return p
+
+
+def _unknown(name: str, dataset_dir: str | os.PathLike, data_dir: str | os.PathLike) -> str:
+    """The error for a dataset name that is nothing known: the closest names and how to make either kind."""
+    where = "" if str(dataset_dir) == DEFAULT_DATASET_DIR else f" --dataset_dir {dataset_dir}"
+    converted = [d for d in _subdirs(dataset_dir) if path(dataset_dir, d).is_file()]
+    close = _closest(name, [*SOURCES, *_subdirs(data_dir), *converted])
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    return (f"dataset {name!r} is neither a public dataset ({', '.join(SOURCES)}) nor an image folder in "
+            f"{os.path.join(data_dir, '')}{hint}; download a public one with: python download.py NAME{where}, or "
+            f"put your images in {Path(data_dir) / name}/<class>/")
+
+
+def _closest(name: str, names: list[str]) -> list[str]:
+    """Up to three of `names` closest to `name` (case aside), best first."""
+    by_lower = {n.lower(): n for n in reversed(names)}  # the first spelling of a name wins
+    return [by_lower[n] for n in difflib.get_close_matches(name.lower(), list(by_lower), n=3)]
+
+
+def _subdirs(folder: str | os.PathLike) -> list[str]:
+    """Names of the visible sub-folders of `folder` (none if it is not a folder)."""
+    try:
+        return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return []

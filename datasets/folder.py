@@ -53,6 +53,9 @@ CHUNK = 1024  # most images per task and per Writer.append
 MEMORY_BUDGET = 512 * 2**20  # bytes of decoded images in flight at once (all workers together)
 SERIAL_BELOW = 256  # fewer files than this are decoded in this process, without a pool
 SAMPLE = 256  # images opened (headers only) to choose default size and channels
+AUTO_SIDE_LIMIT = 256  # largest side the size found in a folder is used at without --input_height/--input_width
+MAX_SIDE = 2048  # largest --input_height/--input_width: an HDF5 chunk of 64 such RGB images is 800 MB already
+SUGGESTED_SIDE = 64  # the longer side of the size an error suggests
 SHOW_SKIPPED = 5
 FORMAT_TAG = "folder-v1"
 
@@ -94,9 +97,10 @@ def add_conversion_flags(group) -> None:
     width against theirs)."""
     for side in ("height", "width"):
         group.add_argument(f"--input_{side}", type=positive_int, default=None,
-                           help=f"image {side}: an own folder's images are resized to it (default: the existing "
-                           f"conversion's, else the most common {side} in the folder); the trainer and evaler check "
-                           "a downloaded dataset's against it")
+                           help=f"image {side}: an own folder's images are resized to it (at most {MAX_SIDE}; "
+                           f"default: the existing conversion's, else the most common {side} in the folder, if no "
+                           f"side of it is over {AUTO_SIDE_LIMIT}); the trainer and evaler check a downloaded "
+                           "dataset's against it")
     group.add_argument("--channels", type=int, choices=(1, 3), default=None,
                        help="own folders: 1 (grayscale) or 3 (RGB) (default: from the images)")
     group.add_argument("--resize", choices=RESIZE_MODES, default=None,
@@ -292,6 +296,9 @@ def _check_args(height: int | None, width: int | None, channels: int | None, fra
     for flag, v in (("height", height), ("width", width)):
         if v is not None and (int(v) != v or v < 1):
             raise UserError(f"--input_{flag} must be a positive integer, got {v}")
+        if v is not None and v > MAX_SIDE:
+            raise UserError(f"--input_{flag} {v} is more than the largest size converted ({MAX_SIDE}); "
+                            f"pass a smaller one, such as --input_{flag} {SUGGESTED_SIDE}")
     if channels not in (None, 1, 3):
         raise UserError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     if not 0 < fraction < 1:
@@ -331,14 +338,30 @@ def defaults(s: Scan, height: int | None, width: int | None, channels: int | Non
         raise UserError(f"none of {len(pick)} sampled files in {s.root} is a readable image")
     (h0, w0), _ = Counter(size for size, _ in heads).most_common(1)[0]
     if height is None and width is None:
+        _check_found_size(s.root, h0, w0)
         height, width = h0, w0
     elif height is None:
         height = max(1, round(width * h0 / w0))
     elif width is None:
         width = max(1, round(height * w0 / h0))
+    for flag, v in (("height", height), ("width", width)):
+        if v > MAX_SIDE:  # only a side derived from the other side's flag and the images' aspect ratio can be
+            raise UserError(f"the images in {s.root} are mostly {h0}x{w0} (height x width), so keeping their aspect "
+                            f"ratio makes the {flag} {v}, more than {MAX_SIDE}; pass --input_{flag} too")
     if channels is None:
         channels = 1 if all(g for _, g in heads) else 3
     return int(height), int(width), int(channels)
+
+
+def _check_found_size(root: Path, h0: int, w0: int) -> None:
+    """The most common size in a folder, used when no size is given, must be small enough to train on."""
+    if max(h0, w0) <= AUTO_SIDE_LIMIT:
+        return
+    scale = SUGGESTED_SIDE / max(h0, w0)
+    h, w = max(1, round(h0 * scale)), max(1, round(w0 * scale))
+    raise UserError(f"the images in {root} are mostly {h0}x{w0} (height x width), too large to train on at full "
+                    f"size (more than {AUTO_SIDE_LIMIT} a side); pass --input_height and --input_width, e.g. "
+                    f"--input_height {h} --input_width {w} (the same aspect ratio)")
 
 
 # ---------------------------------------------------------------- decoding (runs in worker processes)

@@ -13,6 +13,7 @@ reader never sees a half-written file: an interrupted write leaves no `data.hdf5
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -73,15 +74,27 @@ class Writer:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = h5py.File(self.tmp, "w")
         except OSError as e:
+            self._discard()
             raise UserError(f"cannot write {self.path} ({e.strerror or e}); choose a writable --dataset_dir "
                             "with free space") from None
-        for split in SPLITS:
-            g = self.file.create_group(split)
-            g.create_dataset("images", shape=(0, *self.info.shape), maxshape=(None, *self.info.shape),
-                             dtype=np.uint8, chunks=(min(CHUNK_IMAGES, 64), *self.info.shape))
-            g.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int64,
-                             chunks=(CHUNK_IMAGES,))
+        try:
+            for split in SPLITS:
+                g = self.file.create_group(split)
+                g.create_dataset("images", shape=(0, *self.info.shape), maxshape=(None, *self.info.shape),
+                                 dtype=np.uint8, chunks=(min(CHUNK_IMAGES, 64), *self.info.shape))
+                g.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int64,
+                                 chunks=(CHUNK_IMAGES,))
+        except BaseException:  # __exit__ is not called when __enter__ fails: remove the temporary file here
+            self._discard()
+            raise
         return self
+
+    def _discard(self) -> None:
+        """Close and remove the temporary file, if there is one."""
+        if self.file is not None:
+            self.file.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
 
     def append(self, split: str, images: np.ndarray, labels: np.ndarray) -> None:
         """Append images [n,H,W,C] uint8 and labels [n] int64 (-1 = unlabelled) to a split."""
