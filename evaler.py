@@ -42,6 +42,7 @@ import_tensorflow_quietly()  # before TensorFlow's first import: no C++ start-up
 import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
 
 import config
 import datasets
@@ -67,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a run dir (latest checkpoint) or one checkpoint path")
     p.add_argument("--all", action="store_true", help="evaluate every kept checkpoint of the run dir")
-    p.add_argument("--json", action="store_true", help="print one JSON object (per checkpoint) on stdout")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (per checkpoint) on stdout; evaluating only")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="D's EMA (Polyak) weights or raw ones")
     p.add_argument("--samples", type=int, default=100, action=Given,
                    help="generated images in the sample grid PNG (0: none); given without --dataset: "
@@ -198,6 +200,8 @@ def image_grid(images: np.ndarray) -> np.ndarray:
 
 # Above this many classes the confusion matrix is not drawn (28 px a class: 2,800 px square at 100).
 MAX_IMAGE_CLASSES = 100
+CONFUSION_CAPTION = "rows: true class; shade: share of the row"
+PAD = 4  # px of white around the confusion image's contents
 
 
 def confusion_image(cm: np.ndarray, class_names: list[str]) -> np.ndarray | None:
@@ -220,13 +224,16 @@ def confusion_image(cm: np.ndarray, class_names: list[str]) -> np.ndarray | None
             return str(i)
     labels = [label(i) for i in range(n)]
     cell = max(28, width(str(cm.max())) + 8)
-    left, top = max(width(t) for t in labels) + 12, 26
-    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    im = Image.new("RGB", (left + n * cell + 1, top + n * cell + 18), "white")
+    # a margin of PAD around everything; the title, then the column indices, above the grid; the caption below it
+    title, caption, line = "predicted class", CONFUSION_CAPTION, font.getbbox("predicted class 0123456789")[3]
+    left, top = max(width(t) for t in labels) + 12, PAD + 2 * line + 6
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)  # a class without test images: a row of zeros, all white
+    size = (max(left + n * cell + 1, left + width(title), PAD + width(caption)) + PAD, top + n * cell + line + 6 + PAD)
+    im = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(im)
-    draw.text((left, 4), "predicted class", fill="black", font=font)
+    draw.text((left, PAD), title, fill="black", font=font)
     for j in range(n):
-        draw.text((left + j * cell + cell // 2, top - 4), str(j), fill="black", font=font, anchor="ms")
+        draw.text((left + j * cell + cell // 2, top - 3), str(j), fill="black", font=font, anchor="md")
     for i in range(n):
         y = top + i * cell
         draw.text((left - 6, y + cell // 2), labels[i], fill="black", font=font, anchor="rm")
@@ -239,7 +246,7 @@ def confusion_image(cm: np.ndarray, class_names: list[str]) -> np.ndarray | None
                       fill="white" if v > 0.5 else "black")
     for i in range(n):  # the diagonal (correct predictions) outlined, over its neighbours' grid lines
         draw.rectangle((left + i * cell, top + i * cell, left + (i + 1) * cell, top + (i + 1) * cell), outline="black")
-    draw.text((4, top + n * cell + 4), "rows: true class; shade: share of the row", fill="black", font=font)
+    draw.text((PAD, top + n * cell + 6), caption, fill="black", font=font)
     return np.asarray(im)
 
 
@@ -255,8 +262,10 @@ def save_png(grid: np.ndarray, path: Path) -> None:
 
 
 def find_run(checkpoint: str) -> tuple[Path, list[str]]:
-    """(run dir, checkpoint paths) for a run dir or a checkpoint path."""
+    """(run dir, checkpoint paths) for a run dir (or its ckpt folder) or a checkpoint path."""
     p = Path(checkpoint)
+    if p.is_dir() and p.name == "ckpt" and (p.parent / "config.json").exists():  # a run's checkpoint folder
+        p = p.parent
     if p.is_dir() and (p / "config.json").exists():
         state = tf.train.get_checkpoint_state(str(p / "ckpt"))
         if state is None or not state.all_model_checkpoint_paths:
@@ -268,8 +277,10 @@ def find_run(checkpoint: str) -> tuple[Path, list[str]]:
         if not (run / "config.json").exists():
             raise UserError(f"no config.json found for checkpoint {p} (looked in {run})")
         return run, [str(p)]
+    run = p.parent.parent if p.parent.name == "ckpt" else p.parent
+    hint = f"; pass the run dir {run} (its latest checkpoint)" if (run / "config.json").exists() else ""
     raise UserError(f"--checkpoint {checkpoint} is neither a run dir (with config.json) nor a checkpoint "
-                    "(a path whose .index file exists)")
+                    f"(a path whose .index file exists){hint}")
 
 
 def build_models(cfg: dict, precision: str | None = None) -> tuple[tf.keras.Model, tf.keras.Model]:
@@ -366,11 +377,11 @@ def check_against_config(args: argparse.Namespace, cfg: dict, run: Path) -> None
 
 def report(cm: np.ndarray, class_names: list[str], ckpt: str, step: int, mirror: tuple[int, ...] = (),
            offsets: np.ndarray | None = None, precision: str | None = None) -> dict:
-    """Accuracy, per-class accuracy and confusion matrix as a JSON-ready dict (`tta_mirror`: the mirrored classes;
-    `prior_offsets`: --prior's, by class name, or null; `precision`: D's compute dtype, --mixed_precision's)."""
-    per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
-    return {"accuracy": float(np.trace(cm) / max(cm.sum(), 1)), "num_examples": int(cm.sum()),
-            "per_class": {name: float(a) for name, a in zip(class_names, per_class)},
+    """Accuracy, per-class accuracy (None: a class without test images) and confusion matrix as a JSON-ready dict
+    (`tta_mirror`: the mirrored classes; `prior_offsets`: --prior's, by class name, or null; `precision`: D's
+    compute dtype, --mixed_precision's)."""
+    per_class = {name: float(cm[i, i] / n) if n else None for i, (name, n) in enumerate(zip(class_names, cm.sum(1)))}
+    return {"accuracy": float(np.trace(cm) / max(cm.sum(), 1)), "num_examples": int(cm.sum()), "per_class": per_class,
             "confusion": cm.tolist(), "class_names": class_names, "checkpoint": ckpt, "step": step,
             "tta_mirror": [class_names[c] for c in mirror],
             "prior_offsets": None if offsets is None else {n: float(b) for n, b in zip(class_names, offsets)},
@@ -387,7 +398,7 @@ def format_report(r: dict) -> str:
              + (" (--prior labeled: aligned to the labelled class frequencies)" if r.get("prior_offsets") else "")
              + (f" (computed in {r['precision']})" if r.get("precision", "float32") != "float32" else ""),
              "", "per-class accuracy:"]
-    lines += [f"  {n:<{w}} {a:.4f}" for n, a in r["per_class"].items()]
+    lines += [f"  {n:<{w}} " + ("n/a (no test images)" if a is None else f"{a:.4f}") for n, a in r["per_class"].items()]
     cw = max(6, len(str(max(max(row) for row in r["confusion"]))) + 1)
     lines += ["", "confusion matrix (rows: true class, columns: predicted):",
               " " * (w + 2) + "".join(f"{i:>{cw}}" for i in range(len(names)))]
@@ -410,11 +421,42 @@ def trained_preprocessing(args: argparse.Namespace, cfg: dict) -> argparse.Names
     return argparse.Namespace(**{**vars(args), **given})
 
 
+def warn_unused_flags(args: argparse.Namespace, cfg: dict, run: Path, dataset: str | None,
+                      keys: tuple[str, ...] = ("resize", "test_fraction", "channels")) -> None:
+    """One warning naming the conversion flags (of `keys`) given that differ from the run's and so are not used
+    for `dataset` (None: --predict's images): the run's own data is read as it was trained (trained_preprocessing),
+    any image at the run's channels, a converted dataset file as it is."""
+    own = dataset is not None and dataset not in datasets.SOURCES and folder.is_folder_dataset(dataset, args.data_dir)
+    runs = {"resize": cfg.get("resize", folder.DEFAULT_RESIZE), "channels": cfg["dataset_info"]["channels"],
+            "test_fraction": cfg.get("test_fraction", folder.DEFAULT_TEST_FRACTION)}
+    if own and cfg.get("dataset") != dataset:
+        keys = ("channels",)  # another folder is converted with the resize and split given
+    differ = [k for k in keys if getattr(args, k, None) not in (None, runs[k])]
+    if not differ:
+        return
+    why = ("the run's settings are used" if own or dataset in (None, cfg.get("dataset")) else
+           f"they only convert an own image folder, and {dataset} is a converted dataset, read as it is")
+    print(f"warning: {', '.join(f'--{k} {getattr(args, k)}' for k in differ)} {'is' if len(differ) == 1 else 'are'} "
+          f"not what the run {run} was trained with ({', '.join(f'--{k} {runs[k]}' for k in differ)}); {why}",
+          file=sys.stderr)
+
+
+def warn_untested_classes(test: input_ops.Split, class_names: list[str], dataset: str) -> None:
+    """One warning naming the classes of which the test split holds no image (their accuracy: n/a)."""
+    counts = np.bincount(test.labels[test.labels >= 0], minlength=len(class_names))
+    empty = [n for n, k in zip(class_names, counts) if k == 0]
+    if empty:
+        listed = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        print(f"warning: the test split of {dataset} holds no images of {listed}, so their accuracy is n/a "
+              "(null in --json)", file=sys.stderr)
+
+
 def evaluate(args: argparse.Namespace) -> list[dict]:
     """Evaluate the asked checkpoint(s) on the dataset's test split; print and return the reports."""
     run, ckpts = find_run(args.checkpoint)
     cfg = config.read_run_config(run)
     check_against_config(args, cfg, run)
+    warn_unused_flags(args, cfg, run, args.dataset)
     path, info = config.resolve_dataset(trained_preprocessing(args, cfg))
     trained = cfg["dataset_info"]
     if (info.height, info.width, info.channels, info.num_class) != (
@@ -432,6 +474,7 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         print(f"warning: the image folder of {args.dataset} has changed since the run {run} was trained, so its "
               "test split may now hold images the run trained on", file=sys.stderr)
     test = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)
+    warn_untested_classes(test, info.class_names, args.dataset)
     reports = []
     D, G = build_models(cfg, args.mixed_precision)  # built once; each checkpoint restored into it
     batch = eval_batch(args.batch_size, info.shape)
@@ -502,6 +545,9 @@ def job_of(args: argparse.Namespace) -> str:
                         "without one pass --predict PATH, --export DIR or --samples N --output grid.png")
     if job in ("evaluate", "export") and args.output:
         raise UserError(f"--output is for --predict (the CSV) or --samples alone (the PNG), not to {job}; drop it")
+    if job != "evaluate" and args.json:
+        made = {"predict": "CSV rows to --output or stdout", "export": "a SavedModel", "samples": "a PNG grid"}[job]
+        raise UserError(f"--json prints evaluation reports, and --{job} makes none (it writes {made}); drop --json")
     if job != "evaluate" and args.all:
         raise UserError(f"--all evaluates every checkpoint; --{job} uses one: drop --all (a run dir means its "
                         "latest checkpoint) or pass a checkpoint path")
@@ -606,11 +652,13 @@ def classify_files(files: list[str], shape: tuple[int, int, int], resize: str, b
         decoded = folder.ordered(functools.partial(folder.decode_chunk, "", shape=shape, resize=resize), chunks, pool,
                                  2 * workers)
         probabilities = load()
-        for names, (images, ok, why) in zip(chunks, decoded):
-            kept += [names[i] for i in ok]
-            bad += why
-            if ok:
-                probs.append(probabilities(images).numpy())
+        with tqdm(total=len(files), unit="img", desc="classifying") as bar:  # on stderr, as a folder's conversion
+            for names, (images, ok, why) in zip(chunks, decoded):
+                kept += [names[i] for i in ok]
+                bad += why
+                if ok:
+                    probs.append(probabilities(images).numpy())
+                bar.update(len(names))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -658,6 +706,7 @@ def predict(args: argparse.Namespace) -> dict:
     files = list_images(Path(args.predict))
     run, _ = find_run(args.checkpoint)
     cfg = config.read_run_config(run)
+    warn_unused_flags(args, cfg, run, None, ("resize", "channels"))
     shape, ckpt, step = image_shape(cfg), None, None
 
     def load():
@@ -705,7 +754,9 @@ class Classifier(tf.Module):
 def export(args: argparse.Namespace) -> dict:
     """Write the classifier (EMA weights by default) as a SavedModel to --export, atomically."""
     out = Path(args.export)
-    if out.exists() and not args.force and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not args.force and not out.is_dir():
+        raise UserError(f"--export {out} is a file, not a folder; pass --force to replace it, or choose another DIR")
+    if out.exists() and not args.force and any(out.iterdir()):
         raise UserError(f"--export {out} already exists and is not empty; pass --force to replace it, "
                         "or choose another DIR")
     run, cfg, ckpt, D, _, step = restore_latest(args)
