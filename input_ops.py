@@ -56,23 +56,32 @@ def load_split(path: str | os.PathLike, split: str, in_memory: str = "auto", bud
     return Split(str(path), split, labels, images)
 
 
-def select_labeled(labels: np.ndarray, num_labeled: int | None, num_class: int, seed: int) -> np.ndarray:
-    """A balanced, seeded labelled subset: num_labeled / num_class indices per class (None = all labelled)."""
+def select_labeled(labels: np.ndarray, num_labeled: int | None, num_class: int, seed: int,
+                   class_names: list[str] | None = None) -> np.ndarray:
+    """A balanced, seeded labelled subset: num_labeled / num_class indices per class (None = all labelled).
+
+    A count that is not a multiple of the classes, or more than the smallest class allows, is a UserError naming
+    the largest count that works.
+    """
     labelled = np.flatnonzero(labels >= 0)
     if num_labeled is None:
         return labelled
+    counts = np.bincount(labels[labelled], minlength=num_class)[:num_class]
+    smallest = int(np.argmin(counts))
+    name = class_names[smallest] if class_names else f"class {smallest}"
+    most = num_class * int(counts[smallest])
+    limit = f"at most {most} here ({name} has {counts[smallest]} labelled training images)"
     if num_labeled <= 0 or num_labeled % num_class:
-        raise UserError(f"--num_labeled {num_labeled} must be a positive multiple of the {num_class} classes "
-                        f"(e.g. {num_class * max(1, num_labeled // num_class)})")
+        fits = min(most, num_class * max(1, num_labeled // num_class))
+        raise UserError(f"--num_labeled {num_labeled} must be a positive multiple of the {num_class} classes, "
+                        f"{limit}: e.g. {fits}")
     per_class = num_labeled // num_class
+    if per_class > counts[smallest]:
+        raise UserError(f"--num_labeled {num_labeled} needs {per_class} labelled images per class, but {name} has "
+                        f"only {counts[smallest]}: pass --num_labeled {most} or fewer, a multiple of {num_class} "
+                        "(or all)")
     rng = np.random.default_rng(seed)
-    chosen = []
-    for c in range(num_class):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < per_class:
-            raise UserError(f"class {c} has only {len(idx)} labelled training images but --num_labeled "
-                            f"{num_labeled} needs {per_class} per class; lower --num_labeled")
-        chosen.append(rng.choice(idx, per_class, replace=False))
+    chosen = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(num_class)]
     return np.sort(np.concatenate(chosen))
 
 

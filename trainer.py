@@ -204,7 +204,7 @@ def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
         old = config.read_run_config(run)
         diff = config_diff(old, record)
         if diff:
-            given = ", ".join(f"--{k} {recorded_value(old, k)!r}, not {record.get(k)!r}" for k in diff[:3])
+            given = ", ".join(f"--{k} {_shown(recorded_value(old, k))}, not {_shown(record.get(k))}" for k in diff[:3])
             more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
             raise UserError(f"{run} was trained with {given}{more}; pass the same flags to resume it, or choose a "
                             "new --train_dir")
@@ -214,6 +214,11 @@ def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
     elif run.exists() and not run.is_dir():
         raise UserError(f"--train_dir {run} is a file; choose a folder")
     return run, record
+
+
+def _shown(value) -> str:
+    """A flag value as an error message shows it: None (a flag left unset) as "unset"."""
+    return "unset" if value is None else repr(value)
 
 
 def dataset_change(old: dict, new: dict) -> str | None:
@@ -233,6 +238,17 @@ def dataset_change(old: dict, new: dict) -> str | None:
                 "so the run's labelled subset and test split would now be other images; restore the folder to "
                 "resume the run, or choose a new --train_dir")
     return None
+
+
+def check_resume_step(run: Path, max_steps: int) -> None:
+    """A run resumed with --max_steps below the step it has reached is an error (it would end there, unfinished)."""
+    latest = tf.train.latest_checkpoint(str(run / "ckpt"))
+    step = int(latest.rsplit("-", 1)[1]) if latest else 0
+    if step > max_steps:
+        own = config.read_run_config(run).get("max_steps") if (run / "config.json").exists() else None
+        fix = own if own and own >= step else step
+        raise UserError(f"{run} is at step {step}, past --max_steps {max_steps}; pass --max_steps {fix} or more to "
+                        "continue it, or choose a new --train_dir")
 
 
 def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray) -> None:
@@ -292,6 +308,7 @@ def _default_run_dir(args: argparse.Namespace, record: dict) -> Path:
     mode = "sup" if args.supervised_only else args.head
     prefix = f"{args.dataset}-{mode}-{args.arch}-{labels}-"
     root = Path(args.runs_dir)
+    passed_over = None  # the newest unfinished run of this dataset, arch and labels that differs, and how
     if not args.new_run and root.is_dir():
         for run in sorted(root.glob(prefix + "*"), reverse=True):
             if (run / "config.json").exists() and not (run / "result.json").exists():
@@ -299,10 +316,20 @@ def _default_run_dir(args: argparse.Namespace, record: dict) -> Path:
                     old = config.read_run_config(run)
                 except UserError:  # a damaged run dir is not resumed by default; naming it with --train_dir says why
                     continue
-                if not config_diff(old, record) and not dataset_change(old["dataset_info"], record["dataset_info"]):
+                diff = config_diff(old, record)
+                change = dataset_change(old["dataset_info"], record["dataset_info"])
+                if not diff and not change:
                     print(f"Resuming the unfinished run {run} (same flags); --new_run starts afresh.")
                     return run
-    return root / (prefix + time.strftime("%Y%m%d-%H%M%S"))
+                if passed_over is None:
+                    how = (f"with --{diff[0]} {_shown(recorded_value(old, diff[0]))}, not "
+                           f"{_shown(record.get(diff[0]))}" if diff else "on " + change.split(";")[0])
+                    passed_over = (run, how)
+    new = root / (prefix + time.strftime("%Y%m%d-%H%M%S"))
+    if passed_over:
+        print(f"Starting a new run: the unfinished run {passed_over[0]} was trained {passed_over[1]} "
+              f"(pass --train_dir {passed_over[0]} with its flags to resume it).")
+    return new
 
 
 def flip_classes(spec: str, dataset: str, class_names: list[str]) -> list[int]:
@@ -336,11 +363,11 @@ def resolve_flips(args: argparse.Namespace, class_names: list[str]) -> list[int]
     return flips
 
 
-def labeled_indices(run: Path, labels: np.ndarray, args: argparse.Namespace, num_class: int) -> np.ndarray:
+def labeled_indices(run: Path, labels: np.ndarray, args: argparse.Namespace, class_names: list[str]) -> np.ndarray:
     """The labelled subset: read from the run dir when resuming, else drawn (balanced, seeded)."""
     path = run / "labeled_indices.json"
     if not path.exists():
-        return input_ops.select_labeled(labels, args.num_labeled, num_class, args.seed)
+        return input_ops.select_labeled(labels, args.num_labeled, len(class_names), args.seed, class_names)
     try:
         idx = np.asarray(json.loads(path.read_text()), dtype=np.int64)
     except (ValueError, TypeError):
@@ -659,10 +686,11 @@ def train(args: argparse.Namespace) -> dict:
     run, record = choose_run_dir(args, info)
     train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
     test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)
-    lab_idx = labeled_indices(run, train_split.labels, args, info.num_class)
+    lab_idx = labeled_indices(run, train_split.labels, args, info.class_names)
     check_sizes(args, len(train_split), len(test_split), strategy.num_replicas_in_sync)
     max_steps = args.max_steps if args.max_steps is not None else max(1, int(args.epochs * len(train_split)
                                                                             / args.batch_size))
+    check_resume_step(run, max_steps)
     with strategy.scope():
         gan = GAN(args, info.shape, info.num_class)
     if chief:
@@ -846,8 +874,10 @@ def _loop(ctx: RunContext, stop: StopFlag) -> str:
                 _write_samples(ctx, step)
             if step % args.ckpt_every == 0:
                 ctx.save(step)
-            if stop or (deadline and time.time() > deadline):
-                return "signal" if stop else "time"
+            if stop:
+                return "signal"
+            if deadline and time.time() > deadline and step < max_steps:  # at max_steps the run is done
+                return "time"
     return "done"
 
 

@@ -25,6 +25,18 @@ def test_labeled_subset_is_balanced_seeded_and_all_means_every_label(path):
         input_ops.select_labeled(split.labels, 31, 3, seed=0)
 
 
+def test_a_labelled_count_the_classes_cannot_give_names_the_largest_that_works(path):
+    labels = input_ops.load_split(path, "train").labels  # 40 labelled images per class
+    names = ["cat", "dog", "owl"]
+    with pytest.raises(UserError, match=r"multiple of the 3 classes, at most 120 here \(cat has 40 labelled "
+                                        r"training images\): e.g. 120$"):
+        input_ops.select_labeled(labels, 500, 3, seed=0, class_names=names)
+    with pytest.raises(UserError, match=r"needs 41 labelled images per class, but cat has only 40: pass "
+                                        r"--num_labeled 120 or fewer"):
+        input_ops.select_labeled(labels, 123, 3, seed=0, class_names=names)
+    assert len(input_ops.select_labeled(labels, 120, 3, seed=0, class_names=names)) == 120
+
+
 def test_unlabeled_stream_visits_every_image_once_per_epoch_scaled_to_minus_one_one(path):
     split = input_ops.load_split(path, "train")
     batches = list(input_ops.unlabeled_stream(split, 12, seed=0).take(10).as_numpy_iterator())

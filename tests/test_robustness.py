@@ -164,6 +164,40 @@ def test_a_time_budget_stop_says_how_to_continue(dsdir, tmp_path, capsys):
     assert f"Stopped by --time_budget_min 1e-06 at step {result['step']} of 50; re-run the same command" in out
 
 
+def test_a_time_budget_reached_in_the_last_chunk_finishes_the_run(dsdir, tmp_path):
+    run = tmp_path / "r"
+    result = trainer.main(train_args(dsdir, run, "--max_steps", "5", "--steps_per_loop", "5", "--time_budget_min",
+                                     "1e-6"))
+    assert result["stopped_by"] == "done" and result["step"] == 5
+    assert json.loads((run / "result.json").read_text())["step"] == 5
+
+
+def test_resuming_with_max_steps_below_the_run_step_is_an_error_that_leaves_the_run_as_it_was(dsdir, tmp_path,
+                                                                                            capsys):
+    run = tmp_path / "r"
+    trainer.main(train_args(dsdir, run, "--max_steps", "10", "--time_budget_min", "1e-6"))
+    config_before = (run / "config.json").read_text()
+    with pytest.raises(SystemExit) as e:
+        trainer.main(train_args(dsdir, run, "--max_steps", "3"))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.search(r"is at step \d+, past --max_steps 3; pass --max_steps 10", err), err
+    assert (run / "config.json").read_text() == config_before and not (run / "result.json").exists()
+
+
+def test_a_new_run_names_the_unfinished_run_it_did_not_resume_and_why(dsdir, tmp_path, capsys):
+    common = ["--dataset", "tiny", "--dataset_dir", str(dsdir), "--runs_dir", str(tmp_path / "runs"),
+              "--num_labeled", "30", *TINY_FLAGS, "--max_steps", "10"]
+    first = trainer.main([*common, "--time_budget_min", "1e-6"])
+    assert first["stopped_by"] == "time"
+    capsys.readouterr()
+    second = trainer.main([*common, "--lr", "0.001", "--beta1", "0.9"])  # --lr may change on resuming; --beta1 not
+    out = capsys.readouterr().out
+    assert second["run_dir"] != first["run_dir"]
+    assert (f"Starting a new run: the unfinished run {first['run_dir']} was trained with --beta1 0.5, not 0.9 "
+            f"(pass --train_dir {first['run_dir']} with its flags to resume it).") in out, out
+
+
 def test_divergence_stops_with_a_clear_message_and_keeps_the_last_checkpoint(dsdir, tmp_path, capsys):
     run = tmp_path / "nan"
     trainer.main(train_args(dsdir, run, "--max_steps", "10"))
