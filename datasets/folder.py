@@ -479,8 +479,27 @@ def _convert(s: Scan, dataset_dir: str | os.PathLike, height: int | None, width:
     shape = defaults(s, height, width, channels, seed)
     info = DatasetInfo(name=s.root.name, height=shape[0], width=shape[1], channels=shape[2],
                        class_names=list(s.class_names), extra=extra)
+    _note_replaced(existing, info, s.root)
     _write(path, info, s.root, _splits(s, test_fraction, seed), resize, workers)
     return path
+
+
+def _settings(info: DatasetInfo) -> str:
+    """A conversion's size and settings as a note shows them."""
+    e = info.extra
+    return (f"{info.height}x{info.width}x{info.channels} (--resize {e.get('resize')}, --test_fraction "
+            f"{e.get('test_fraction'):g}, --seed {e.get('seed')})")
+
+
+def _note_replaced(existing: DatasetInfo | None, new: DatasetInfo, root: Path) -> None:
+    """Say when a conversion of the same files with other settings is replaced: it is the default of every later
+    command that does not give them."""
+    if existing is None or existing.extra.get("fingerprint") != new.extra["fingerprint"]:
+        return
+    old, now = _settings(existing), _settings(new)
+    if old != now:
+        print(f"note: {root} was converted at {old}; converting it at {now} replaces that, and later commands "
+              "without these flags use the new conversion", file=sys.stderr)
 
 
 def _plan(splits: dict[str, list[tuple[str, int]]], shape: tuple[int, int, int], workers: int

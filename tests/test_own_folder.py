@@ -122,6 +122,9 @@ def test_a_run_whose_folder_was_converted_at_another_size_since_names_the_size_f
     info = json.loads((run / "config.json").read_text())["dataset_info"]
     trainer.main([*base, "--input_height", "8", "--input_width", "8", "--train_dir", str(tmp_path / "small"),
                   "--max_steps", "5"])
+    assert (f"note: {folder / 'shapes'} was converted at {info['height']}x{info['width']}x3 (--resize crop, "
+            "--test_fraction 0.1, --seed 0); converting it at 8x8x3 (--resize crop, --test_fraction 0.1, --seed 0) "
+            "replaces that, and later commands without these flags use the new conversion") in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         trainer.main([*base, "--train_dir", str(run), "--max_steps", "10"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
