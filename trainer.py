@@ -213,12 +213,26 @@ def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
             raise UserError(f"{run} was trained on {change}")
     elif run.exists() and not run.is_dir():
         raise UserError(f"--train_dir {run} is a file; choose a folder")
+    elif run.is_dir() and any(not is_run_file(p.name) for p in run.iterdir()):
+        raise UserError(f"--train_dir {run} holds other files and no run (no config.json); choose a new or empty "
+                        "folder")
     return run, record
 
 
 def _shown(value) -> str:
     """A flag value as an error message shows it: None (a flag left unset) as "unset"."""
     return "unset" if value is None else repr(value)
+
+
+# What a run dir holds (write_run_dir, the checkpoint manager, the summaries, the sample grids, the final result; the
+# evaler adds images): a folder with anything else is not taken for a run.
+RUN_FILES = {"config.json", "labeled_indices.json", "ckpt", "logs", "samples", "result.json"}
+
+
+def is_run_file(name: str) -> bool:
+    """Whether a run dir may hold `name` (hidden names, e.g. the workers' checkpoint folders, included)."""
+    return name in RUN_FILES or name.startswith(".") or (name.endswith(".png") and name.startswith(("confusion_",
+                                                                                                    "samples_")))
 
 
 def dataset_change(old: dict, new: dict) -> str | None:
@@ -866,7 +880,8 @@ def _loop(ctx: RunContext, stop: StopFlag) -> str:
             bar.update(n)
             if step % args.summary_every == 0 or step == max_steps:
                 m = ctx.read_metrics()
-                bar.set_postfix({k: f"{m[k]:.3g}" for k in ("loss_d", "loss_g", "acc_lab")}, refresh=False)
+                shown = ("loss_d", "acc_lab") if args.supervised_only else ("loss_d", "loss_g", "acc_lab")
+                bar.set_postfix({k: f"{m[k]:.3g}" for k in shown}, refresh=False)
                 _write_scalars(ctx.writer, step, m, lr, p_real, p_fake)
             if step % args.eval_every == 0 and step < max_steps and ctx.chief:
                 acc = ctx.test_accuracy(step)

@@ -249,11 +249,12 @@ def _foreign(d: Path) -> None:
 # (name, program, argv (DS = dataset dir, RUN = a fresh run dir, OLD = a trained tiny run), message pattern)
 BAD_INPUTS = [
     ("missing dataset", "trainer", ["--dataset", "mnist"], r"not found .* create it with: python download\.py mnist"),
-    ("missing own dataset", "trainer", ["--dataset", "nosuch"], r"not found"),
+    ("missing own dataset", "trainer", ["--dataset", "nosuch"], r"neither a public dataset .* nor an image folder"),
+    ("misspelled dataset", "trainer", ["--dataset", "tinny"], r"\(did you mean tiny or tiny_rgb\?\)"),
     ("truncated hdf5", "trainer", ["--dataset", "trunc"], r"not a readable dataset file"),
     ("foreign hdf5", "trainer", ["--dataset", "foreign"], r"not a dataset file of format version"),
     ("num_labeled not divisible", "trainer", ["--num_labeled", "31"], r"multiple of the 3 classes"),
-    ("num_labeled too large", "trainer", ["--num_labeled", "300"], r"only 40 labelled .* lower --num_labeled"),
+    ("num_labeled too large", "trainer", ["--num_labeled", "300"], r"has only 40: pass --num_labeled 120 or fewer"),
     ("num_labeled not a number", "trainer", ["--num_labeled", "lots"], r"a number or 'all'"),
     ("batch larger than data", "trainer", ["--batch_size", "1000"], r"larger than the 120 training images"),
     ("zero batch", "trainer", ["--batch_size", "0"], r"must be a positive integer"),
@@ -275,6 +276,9 @@ BAD_INPUTS = [
     ("epochs not a number", "trainer", ["--epochs", "nan"], r"--epochs: must be a positive number, got nan"),
     ("endless time budget", "trainer", ["--time_budget_min", "inf"], r"--time_budget_min: must be a positive number"),
     ("unwritable train_dir", "trainer", ["--train_dir", "/proc/ssgan-run"], r"cannot write to run dir"),
+    ("train_dir holding other files", "trainer", ["--train_dir", "DSDIR"], r"holds other files and no run"),
+    ("max_steps below the run's step", "trainer", ["--train_dir", "OLD", "--max_steps", "2"],
+     r"is at step 5, past --max_steps 2; pass --max_steps 5 or more"),
     ("other architecture", "trainer", ["--train_dir", "OLD", "--arch", "conv"], r"trained with --arch 'mlp'"),
     ("checkpoint of another size", "evaler", ["--dataset", "tiny_rgb", "--checkpoint", "OLD"],
      r"trained on 12x12x1"),
@@ -298,7 +302,7 @@ def old_run(dsdir, tmp_path_factory) -> Path:
 def test_bad_input_gives_one_clear_line_and_writes_nothing(name, program, argv, pattern, dsdir, old_run, tmp_path,
                                                            capsys):
     run = tmp_path / "run"
-    argv = [{"OLD": str(old_run), "RUN": str(run)}.get(a, a) for a in argv]
+    argv = [{"OLD": str(old_run), "RUN": str(run), "DSDIR": str(dsdir)}.get(a, a) for a in argv]
     if program == "trainer":
         base = train_args(dsdir, run, "--max_steps", "5")
         main = trainer.main
