@@ -98,6 +98,9 @@ def split_dataset_path(value: str) -> tuple[str, str | None]:
     if not any(sep and sep in value for sep in ("/", os.sep, os.altsep)):
         return value, None
     parent, name = os.path.split(os.path.normpath(value))
+    if name in datasets.SOURCES:
+        raise UserError(f"--dataset {value}: an image folder named like the public dataset {name} would be taken for "
+                        "it; rename the folder, or pass --dataset as a name")
     if not os.path.isdir(value) or name in ("", ".", ".."):
         raise UserError(f"--dataset takes a dataset name or the path of an image folder, but {value} is not a "
                         f"folder; fix the path, or pass a name ({', '.join(datasets.SOURCES)}, or a folder's name "

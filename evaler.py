@@ -427,11 +427,13 @@ def warn_unused_flags(args: argparse.Namespace, cfg: dict, run: Path, dataset: s
     for `dataset` (None: --predict's images): the run's own data is read as it was trained (trained_preprocessing),
     any image at the run's channels, a converted dataset file as it is."""
     own = dataset is not None and dataset not in datasets.SOURCES and folder.is_folder_dataset(dataset, args.data_dir)
-    runs = {"resize": cfg.get("resize", folder.DEFAULT_RESIZE), "channels": cfg["dataset_info"]["channels"],
-            "test_fraction": cfg.get("test_fraction", folder.DEFAULT_TEST_FRACTION)}
+    # A run from before a flag was recorded: --predict reads it with the default resize; evaluating its folder
+    # converts it with the flag as given (trained_preprocessing), so there is nothing to warn about.
+    runs = {"resize": cfg.get("resize", folder.DEFAULT_RESIZE if dataset is None else None),
+            "channels": cfg["dataset_info"]["channels"], "test_fraction": cfg.get("test_fraction")}
     if own and cfg.get("dataset") != dataset:
         keys = ("channels",)  # another folder is converted with the resize and split given
-    differ = [k for k in keys if getattr(args, k, None) not in (None, runs[k])]
+    differ = [k for k in keys if runs[k] is not None and getattr(args, k, None) not in (None, runs[k])]
     if not differ:
         return
     why = ("the run's settings are used" if own or dataset in (None, cfg.get("dataset")) else
@@ -715,8 +717,8 @@ def predict(args: argparse.Namespace) -> dict:
         offsets = prior_of(args, cfg, run, D, ckpt, step, eval_batch(args.batch_size, shape))
         return probabilities_fn(D, shape, tta_classes(args, cfg), offsets)
 
-    kept, probs, bad = classify_files(files, shape, cfg.get("resize", "crop"), eval_batch(args.batch_size, shape),
-                                      args.workers or folder.cpus(), load)
+    kept, probs, bad = classify_files(files, shape, cfg.get("resize", folder.DEFAULT_RESIZE),
+                                      eval_batch(args.batch_size, shape), args.workers or folder.cpus(), load)
     report_bad(bad)
     if not kept:
         raise UserError(f"none of the {len(files)} file(s) in --predict {args.predict} is a readable image")

@@ -70,6 +70,9 @@ def select_labeled(labels: np.ndarray, num_labeled: int | None, num_class: int, 
     smallest = int(np.argmin(counts))
     name = class_names[smallest] if class_names else f"class {smallest}"
     most = num_class * int(counts[smallest])
+    if not most:
+        raise UserError(f"{name} has no labelled training images, so no balanced labelled subset can be drawn; add "
+                        "some, or remove the class")
     limit = f"at most {most} here ({name} has {counts[smallest]} labelled training images)"
     if num_labeled <= 0 or num_labeled % num_class:
         fits = min(most, num_class * max(1, num_labeled // num_class))

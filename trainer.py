@@ -204,7 +204,8 @@ def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
         old = config.read_run_config(run)
         diff = config_diff(old, record)
         if diff:
-            given = ", ".join(f"--{k} {_shown(recorded_value(old, k))}, not {_shown(record.get(k))}" for k in diff[:3])
+            given = ", ".join(f"--{k} {_shown(k, recorded_value(old, k))}, not {_shown(k, record.get(k))}"
+                              for k in diff[:3])
             more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
             raise UserError(f"{run} was trained with {given}{more}; pass the same flags to resume it, or choose a "
                             "new --train_dir")
@@ -219,9 +220,11 @@ def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
     return run, record
 
 
-def _shown(value) -> str:
-    """A flag value as an error message shows it: None (a flag left unset) as "unset"."""
-    return "unset" if value is None else repr(value)
+def _shown(flag: str, value) -> str:
+    """A flag's value as an error message shows it: None as 'all' for --num_labeled, else as unset."""
+    if value is None:
+        return "'all'" if flag == "num_labeled" else "unset"
+    return repr(value)
 
 
 # What a run dir holds (write_run_dir, the checkpoint manager, the summaries, the sample grids, the final result; the
@@ -231,6 +234,7 @@ RUN_FILES = {"config.json", "labeled_indices.json", "ckpt", "logs", "samples", "
 
 def is_run_file(name: str) -> bool:
     """Whether a run dir may hold `name` (hidden names, e.g. the workers' checkpoint folders, included)."""
+    name = name.removesuffix(".tmp")  # evaler.write_atomic's, left by a crash during a write
     return name in RUN_FILES or name.startswith(".") or (name.endswith(".png") and name.startswith(("confusion_",
                                                                                                     "samples_")))
 
@@ -254,15 +258,18 @@ def dataset_change(old: dict, new: dict) -> str | None:
     return None
 
 
-def check_resume_step(run: Path, max_steps: int) -> None:
-    """A run resumed with --max_steps below the step it has reached is an error (it would end there, unfinished)."""
+def check_resume_step(run: Path, max_steps: int, args: argparse.Namespace) -> None:
+    """An unfinished run resumed with fewer steps than it has trained is an error: it would end there, unfinished.
+    (A finished run, with result.json, is evaluated again; --max_steps 0 builds the model.)"""
     latest = tf.train.latest_checkpoint(str(run / "ckpt"))
     step = int(latest.rsplit("-", 1)[1]) if latest else 0
-    if step > max_steps:
+    if step > max_steps > 0 and not (run / "result.json").exists():
+        asked = (f"--max_steps {max_steps}" if args.max_steps is not None else
+                 f"the {max_steps} steps of --epochs {args.epochs:g}")
         own = config.read_run_config(run).get("max_steps") if (run / "config.json").exists() else None
         fix = own if own and own >= step else step
-        raise UserError(f"{run} is at step {step}, past --max_steps {max_steps}; pass --max_steps {fix} or more to "
-                        "continue it, or choose a new --train_dir")
+        raise UserError(f"{run} is at step {step}, past {asked}; pass --max_steps {fix} or more to resume it, or "
+                        "choose a new --train_dir")
 
 
 def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray) -> None:
@@ -336,8 +343,8 @@ def _default_run_dir(args: argparse.Namespace, record: dict) -> Path:
                     print(f"Resuming the unfinished run {run} (same flags); --new_run starts afresh.")
                     return run
                 if passed_over is None:
-                    how = (f"with --{diff[0]} {_shown(recorded_value(old, diff[0]))}, not "
-                           f"{_shown(record.get(diff[0]))}" if diff else "on " + change.split(";")[0])
+                    how = (f"with --{diff[0]} {_shown(diff[0], recorded_value(old, diff[0]))}, not "
+                           f"{_shown(diff[0], record.get(diff[0]))}" if diff else "on " + change.split(";")[0])
                     passed_over = (run, how)
     new = root / (prefix + time.strftime("%Y%m%d-%H%M%S"))
     if passed_over:
@@ -704,7 +711,7 @@ def train(args: argparse.Namespace) -> dict:
     check_sizes(args, len(train_split), len(test_split), strategy.num_replicas_in_sync)
     max_steps = args.max_steps if args.max_steps is not None else max(1, int(args.epochs * len(train_split)
                                                                             / args.batch_size))
-    check_resume_step(run, max_steps)
+    check_resume_step(run, max_steps, args)
     with strategy.scope():
         gan = GAN(args, info.shape, info.num_class)
     if chief:

@@ -91,10 +91,12 @@ class Writer:
 
     def _discard(self) -> None:
         """Close and remove the temporary file, if there is one."""
-        if self.file is not None:
-            self.file.close()
-        with contextlib.suppress(OSError):
-            self.tmp.unlink()
+        try:
+            if self.file is not None:
+                self.file.close()
+        finally:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
 
     def append(self, split: str, images: np.ndarray, labels: np.ndarray) -> None:
         """Append images [n,H,W,C] uint8 and labels [n] int64 (-1 = unlabelled) to a split."""

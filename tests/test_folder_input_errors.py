@@ -138,5 +138,8 @@ def test_dataset_path_forms_and_errors(tmp_path, monkeypatch):
         with pytest.raises(UserError, match="^--dataset names an image folder in data but --data_dir is elsewhere; "
                            "drop --data_dir, or pass --dataset as a name$"):
             p.parse_args(argv)
+    (tmp_path / "imgs" / "mnist").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"^--dataset imgs/mnist: an image folder named like the public dataset mnist"):
+        p.parse_args(["--dataset", "imgs/mnist"])
     args = p.parse_args(["--dataset", "data/tiny", "--data_dir", "./data"])  # the same folder: no conflict
     assert (args.dataset, Path(args.data_dir).resolve()) == ("tiny", tmp_path / "data")

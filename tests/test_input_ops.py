@@ -35,6 +35,8 @@ def test_a_labelled_count_the_classes_cannot_give_names_the_largest_that_works(p
                                         r"--num_labeled 120 or fewer"):
         input_ops.select_labeled(labels, 123, 3, seed=0, class_names=names)
     assert len(input_ops.select_labeled(labels, 120, 3, seed=0, class_names=names)) == 120
+    with pytest.raises(UserError, match=r"^owl has no labelled training images"):
+        input_ops.select_labeled(np.where(labels == 2, -1, labels), 30, 3, seed=0, class_names=names)
 
 
 def test_unlabeled_stream_visits_every_image_once_per_epoch_scaled_to_minus_one_one(path):

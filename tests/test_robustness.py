@@ -181,8 +181,21 @@ def test_resuming_with_max_steps_below_the_run_step_is_an_error_that_leaves_the_
         trainer.main(train_args(dsdir, run, "--max_steps", "3"))
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert re.search(r"is at step \d+, past --max_steps 3; pass --max_steps 10", err), err
+    assert re.search(r"is at step \d+, past --max_steps 3; pass --max_steps 10 or more to resume it", err), err
+    with pytest.raises(SystemExit):
+        trainer.main(train_args(dsdir, run, "--epochs", "0.2"))  # 120 training images, batch 12: 2 steps
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.search(r"is at step \d+, past the 2 steps of --epochs 0\.2; pass --max_steps 10 or more", err), err
     assert (run / "config.json").read_text() == config_before and not (run / "result.json").exists()
+    trainer.main(train_args(dsdir, run, "--max_steps", "10"))  # finished: evaluated again with fewer steps asked
+    assert trainer.main(train_args(dsdir, run, "--max_steps", "3"))["step"] == 10
+
+
+def test_a_run_dir_left_with_only_a_temporary_config_by_a_crash_is_still_a_run_dir(dsdir, tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json.tmp").write_text("{")  # a crash during write_run_dir's atomic write
+    assert trainer.main(train_args(dsdir, run, "--max_steps", "5"))["step"] == 5
 
 
 def test_a_new_run_names_the_unfinished_run_it_did_not_resume_and_why(dsdir, tmp_path, capsys):
@@ -277,8 +290,6 @@ BAD_INPUTS = [
     ("endless time budget", "trainer", ["--time_budget_min", "inf"], r"--time_budget_min: must be a positive number"),
     ("unwritable train_dir", "trainer", ["--train_dir", "/proc/ssgan-run"], r"cannot write to run dir"),
     ("train_dir holding other files", "trainer", ["--train_dir", "DSDIR"], r"holds other files and no run"),
-    ("max_steps below the run's step", "trainer", ["--train_dir", "OLD", "--max_steps", "2"],
-     r"is at step 5, past --max_steps 2; pass --max_steps 5 or more"),
     ("other architecture", "trainer", ["--train_dir", "OLD", "--arch", "conv"], r"trained with --arch 'mlp'"),
     ("checkpoint of another size", "evaler", ["--dataset", "tiny_rgb", "--checkpoint", "OLD"],
      r"trained on 12x12x1"),
