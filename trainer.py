@@ -204,8 +204,7 @@ def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
         old = config.read_run_config(run)
         diff = config_diff(old, record)
         if diff:
-            given = ", ".join(f"--{k} {_shown(k, recorded_value(old, k))}, not {_shown(k, record.get(k))}"
-                              for k in diff[:3])
+            given = ", ".join(_changed(k, old, record) for k in diff[:3])
             more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
             raise UserError(f"{run} was trained with {given}{more}; pass the same flags to resume it, or choose a "
                             "new --train_dir")
@@ -220,11 +219,14 @@ def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
     return run, record
 
 
-def _shown(flag: str, value) -> str:
-    """A flag's value as an error message shows it: None as 'all' for --num_labeled, else as unset."""
-    if value is None:
-        return "'all'" if flag == "num_labeled" else "unset"
-    return repr(value)
+def _changed(flag: str, old: dict, record: dict) -> str:
+    """How `flag` differs between a run's config.json `old` and this command's `record`, as messages say it (None:
+    'all' for --num_labeled, else unset)."""
+    def shown(value) -> str:
+        if value is None:
+            return "'all'" if flag == "num_labeled" else "unset"
+        return repr(value)
+    return f"--{flag} {shown(recorded_value(old, flag))}, not {shown(record.get(flag))}"
 
 
 # What a run dir holds (write_run_dir, the checkpoint manager, the summaries, the sample grids, the final result; the
@@ -343,8 +345,7 @@ def _default_run_dir(args: argparse.Namespace, record: dict) -> Path:
                     print(f"Resuming the unfinished run {run} (same flags); --new_run starts afresh.")
                     return run
                 if passed_over is None:
-                    how = (f"with --{diff[0]} {_shown(diff[0], recorded_value(old, diff[0]))}, not "
-                           f"{_shown(diff[0], record.get(diff[0]))}" if diff else "on " + change.split(";")[0])
+                    how = f"with {_changed(diff[0], old, record)}" if diff else "on " + change.split(";")[0]
                     passed_over = (run, how)
     new = root / (prefix + time.strftime("%Y%m%d-%H%M%S"))
     if passed_over:
