@@ -98,6 +98,9 @@ def split_dataset_path(value: str) -> tuple[str, str | None]:
     if not any(sep and sep in value for sep in ("/", os.sep, os.altsep)):
         return value, None
     parent, name = os.path.split(os.path.normpath(value))
+    if os.path.isfile(os.path.join(value, fmt.FILE_NAME)):
+        raise UserError(f"--dataset {value} is a converted dataset's folder, not an image folder; pass "
+                        f"--dataset {name} --dataset_dir {parent or '.'}")
     if name in datasets.SOURCES:
         raise UserError(f"--dataset {value}: an image folder named like the public dataset {name} would be taken for "
                         "it; rename the folder, or pass --dataset as a name")

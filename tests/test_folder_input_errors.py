@@ -138,6 +138,11 @@ def test_dataset_path_forms_and_errors(tmp_path, monkeypatch):
         with pytest.raises(UserError, match="^--dataset names an image folder in data but --data_dir is elsewhere; "
                            "drop --data_dir, or pass --dataset as a name$"):
             p.parse_args(argv)
+    (tmp_path / "datasets" / "fashion_mnist").mkdir(parents=True)
+    (tmp_path / "datasets" / "fashion_mnist" / "data.hdf5").write_bytes(b"")
+    with pytest.raises(UserError, match=r"^--dataset datasets/fashion_mnist is a converted dataset's folder, not an "
+                       r"image folder; pass --dataset fashion_mnist --dataset_dir datasets$"):
+        p.parse_args(["--dataset", "datasets/fashion_mnist"])
     (tmp_path / "imgs" / "mnist").mkdir(parents=True)
     with pytest.raises(UserError, match=r"^--dataset imgs/mnist: an image folder named like the public dataset mnist"):
         p.parse_args(["--dataset", "imgs/mnist"])
