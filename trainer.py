@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of input pixels D drops in training (Salimans et al.'s CIFAR-10 net: 0.2; it "
                         "hurts on images with a constant background such as Fashion-MNIST)")
     g.add_argument("--ema_decay", type=rate, default=0.999, help="Polyak/EMA decay of D's weights used for eval")
+    g.add_argument("--swa_start", type=fraction, default=1.0,
+                   help="fraction of max_steps from which the weights used for eval are the uniform average of D's "
+                        "weights since then (SWA, Izmailov et al. 2018) instead of the EMA; pair with "
+                        "--lr_decay_start 1 (1: the EMA throughout)")
     g.add_argument("--nan_policy", choices=("stop", "restore"), default="stop",
                    help="on a NaN/Inf loss: stop (keeping the last good checkpoint), or roll back and halve the LR")
     g.add_argument("--deterministic", action="store_true",
@@ -482,11 +486,12 @@ def mirror_guessed(classifier, images: tf.Tensor, flip_classes: Sequence[int], s
 
 
 def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.Strategy,
-                    flips: Sequence[int] = ()):
+                    flips: Sequence[int] = (), max_steps: int | None = None):
     """A tf.function running n steps from the two (distributed) iterators; returns D's last probabilities
     and whether every loss stayed finite, and a reader of the metric means since the last read.
 
-    `flips` are the --flip_classes class indices, for --flip_unlabeled predicted."""
+    `flips` are the --flip_classes class indices, for --flip_unlabeled predicted; `max_steps` places
+    --swa_start (without it, the EMA throughout)."""
     with strategy.scope():
         sums = tf.Variable(tf.zeros([len(METRICS)]), trainable=False, name="metric_sums")
         count = tf.Variable(0.0, trainable=False)
@@ -602,10 +607,14 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
 
     compiled_step = tf.function(step, jit_compile=args.jit)
 
+    swa_from = float(round(args.swa_start * max_steps)) if max_steps and args.swa_start < 1 else None
+
     def update_ema():
         # EMA warm-up as tf.train.ExponentialMovingAverage(num_updates): short runs still average.
         t = tf.cast(gan.step, tf.float32)
         decay = tf.minimum(args.ema_decay, (1.0 + t) / (10.0 + t))
+        if swa_from is not None:  # from swa_from, the mean of the weights after each step since (decay 0 first)
+            decay = tf.where(t >= swa_from, 1.0 - 1.0 / (t - swa_from + 1.0), decay)
         for e, v in ema_pairs:
             e.assign(decay * e + (1.0 - decay) * v)
 
@@ -727,7 +736,7 @@ def train(args: argparse.Namespace) -> dict:
     if max_steps == 0:
         print(f"Built the model in {run} (max_steps 0): nothing trained.")
         return {"run_dir": str(run), "step": int(gan.step.numpy())}
-    loop, read_metrics = make_train_loop(gan, args, strategy, flips)
+    loop, read_metrics = make_train_loop(gan, args, strategy, flips, max_steps)
     writer = tf.summary.create_file_writer(str(run / "logs")) if chief else tf.summary.create_noop_writer()
     z_fixed = model.grid_noise(args.seed, args.z_dim, 100)
     print(f"Training {run} on {args.dataset} ({strategy.num_replicas_in_sync} replica(s)): {len(lab_idx)} labelled "
