@@ -86,8 +86,10 @@ def require(dataset_dir: str | os.PathLike, name: str, data_dir: str | os.PathLi
 def _unknown(name: str, dataset_dir: str | os.PathLike, data_dir: str | os.PathLike) -> str:
     """The error for a dataset name that is nothing known: the closest names and how to make either kind."""
     where = "" if str(dataset_dir) == DEFAULT_DATASET_DIR else f" --dataset_dir {dataset_dir}"
-    converted = [d for d in _subdirs(dataset_dir) if path(dataset_dir, d).is_file()]
-    close = _closest(name, [*SOURCES, *_subdirs(data_dir), *converted])
+    from datasets.folder import subdirs  # here: it loads Pillow, which only this error needs
+
+    converted = [d for d in subdirs(dataset_dir) if path(dataset_dir, d).is_file()]
+    close = _closest(name, [*SOURCES, *subdirs(data_dir), *converted])
     hint = f" (did you mean {' or '.join(close)}?)" if close else ""
     return (f"dataset {name!r} is neither a public dataset ({', '.join(SOURCES)}) nor an image folder in "
             f"{os.path.join(data_dir, '')}{hint}; download a public one with: python download.py NAME{where}, or "
@@ -100,9 +102,3 @@ def _closest(name: str, names: list[str]) -> list[str]:
     return [by_lower[n] for n in difflib.get_close_matches(name.lower(), list(by_lower), n=3)]
 
 
-def _subdirs(folder: str | os.PathLike) -> list[str]:
-    """Names of the visible sub-folders of `folder` (none if it is not a folder)."""
-    try:
-        return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-    except OSError:
-        return []

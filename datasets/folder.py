@@ -182,9 +182,12 @@ def walk(top: Path, rel: str, seen: set[str] | None = None) -> Iterator[tuple[st
             yield r, st.st_size, st.st_mtime_ns
 
 
-def _subdirs(root: Path) -> list[str]:
-    """Sorted names of the non-ignored sub-folders of `root`."""
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not _ignored(p.name))
+def subdirs(root: str | os.PathLike) -> list[str]:
+    """Sorted names of the non-ignored sub-folders of `root` (none if it is not a folder)."""
+    try:
+        return sorted(e.name for e in os.scandir(root) if e.is_dir() and not _ignored(e.name))
+    except OSError:
+        return []
 
 
 def _class_files(root: Path, classes: list[str], where: str) -> tuple[list[tuple[str, int]], list]:
@@ -211,23 +214,23 @@ def scan(folder: str | os.PathLike) -> Scan:
     if not root.is_dir():
         raise UserError(f"image folder {folder} does not exist; make it with one sub-folder of images per class "
                         "(see data/README.md)")
-    subdirs = _subdirs(root)
-    classes = [d for d in subdirs if d.lower() not in (*UNLABELED_NAMES, TEST_NAME)]
+    found_dirs = subdirs(root)
+    classes = [d for d in found_dirs if d.lower() not in (*UNLABELED_NAMES, TEST_NAME)]
     if not classes:
-        raise UserError(f"{folder} has no class folders (found: {', '.join(subdirs) or 'nothing'}); "
+        raise UserError(f"{folder} has no class folders (found: {', '.join(found_dirs) or 'nothing'}); "
                         "put labelled images in one sub-folder per class")
     labelled, stats = _class_files(root, classes, "")
     unlabeled: list[str] = []
-    for d in subdirs:
+    for d in found_dirs:
         if d.lower() in UNLABELED_NAMES:
             found = list(walk(root / d, d))
             unlabeled += [r for r, _, _ in found]
             stats += found
     stray = _stray(root)
     test = None
-    for d in (d for d in subdirs if d.lower() == TEST_NAME):
+    for d in (d for d in found_dirs if d.lower() == TEST_NAME):
         if test is not None:
-            raise UserError(f"{root} has more than one test folder ({', '.join(subdirs)}); keep one")
+            raise UserError(f"{root} has more than one test folder ({', '.join(found_dirs)}); keep one")
         test, test_stats = _test_files(root / d, classes)
         stats += test_stats
         stray += _stray(root / d, f"{d}/")
@@ -238,7 +241,7 @@ def scan(folder: str | os.PathLike) -> Scan:
 
 def _test_files(test_root: Path, classes: list[str]) -> tuple[list[tuple[str, int]], list]:
     """Files of `test/<class>/`; a test class that is not a training class is an error."""
-    test_classes = _subdirs(test_root)
+    test_classes = subdirs(test_root)
     unknown = [c for c in test_classes if c not in classes]
     if unknown:
         raise UserError(f"{test_root} has class folder(s) {', '.join(unknown)} that are not training classes "

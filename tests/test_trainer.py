@@ -568,3 +568,26 @@ def test_joint_g_update_takes_gs_gradient_against_d_before_its_update():
     for a, b in zip(after["alternating"][0], after["joint"][0]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert not all(np.allclose(a, b) for a, b in zip(after["alternating"][1], after["joint"][1]))
+
+
+def test_swa_start_makes_the_eval_weights_the_mean_of_ds_weights_since_then():
+    """--swa_start 0.5 of 4 steps: after step 4, D_ema is the mean of D's weights after steps 3 and 4; without
+    it, D_ema stays an EMA, which is not."""
+    rng = np.random.default_rng(0)
+    x_lab, x_unl = (tf.constant(rng.uniform(-1, 1, (6, 12, 12, 1)), tf.float32) for _ in range(2))
+    lab = tf.data.Dataset.from_tensors((x_lab, tf.constant([0, 1, 2, 0, 1, 2]))).repeat()
+    unl = tf.data.Dataset.from_tensors(x_unl).repeat()
+    for extra, is_mean in (["--swa_start", "0.5"], True), ([], False):
+        args = trainer.parse_args(["--dataset", "tiny", *TINY_FLAGS, "--arch", "lenet", "--d_width", "4",
+                                   "--g_width", "4", *extra])
+        gan = trainer.GAN(args, (12, 12, 1), 3)
+        loop, _ = trainer.make_train_loop(gan, args, tf.distribute.get_strategy(), max_steps=4)
+        lab_it, unl_it = iter(lab), iter(unl)
+        seen = []
+        for _ in range(4):
+            assert bool(loop(lab_it, unl_it, tf.constant(1))[2])
+            seen.append([v.numpy() for v in gan.D.trainable_variables])
+        mean = [(a + b) / 2 for a, b in zip(seen[2], seen[3])]
+        ema = [v.numpy() for v in gan.D_ema.trainable_variables]
+        close = all(np.allclose(e, m, rtol=1e-5, atol=1e-6) for e, m in zip(ema, mean))
+        assert close == is_mean, extra
