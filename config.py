@@ -93,6 +93,10 @@ class _FolderOfPath(str):
     """--data_dir as a --dataset folder path set it: the folder holding that image folder."""
 
 
+class _GivenDataDir(str):
+    """--data_dir as given on the command line (so a --dataset path after it is checked even against 'data')."""
+
+
 def split_dataset_path(value: str) -> tuple[str, str | None]:
     """--dataset's value as (name, the folder holding it): None for a name; a path must be an existing folder."""
     if not any(sep and sep in value for sep in ("/", os.sep, os.altsep)):
@@ -125,7 +129,7 @@ class DatasetFlag(argparse.Action):
         name, parent = split_dataset_path(value)
         if parent is not None:
             given = getattr(namespace, "data_dir", None)
-            if given is not None and given != DEFAULT_DATA_DIR and not isinstance(given, _FolderOfPath):
+            if isinstance(given, _GivenDataDir):
                 _check_data_dirs(parent, given)
             namespace.data_dir = _FolderOfPath(parent)
         namespace.dataset = name
@@ -139,7 +143,7 @@ class DataDirFlag(argparse.Action):
         if isinstance(given, _FolderOfPath):
             _check_data_dirs(given, value)
         else:
-            namespace.data_dir = value
+            namespace.data_dir = _GivenDataDir(value)
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:

@@ -138,6 +138,10 @@ def test_dataset_path_forms_and_errors(tmp_path, monkeypatch):
         with pytest.raises(UserError, match="^--dataset names an image folder in data but --data_dir is elsewhere; "
                            "drop --data_dir, or pass --dataset as a name$"):
             p.parse_args(argv)
+    (tmp_path / "imgs" / "tiny").mkdir(parents=True)
+    for argv in (["--dataset", "imgs/tiny", "--data_dir", "data"], ["--data_dir", "data", "--dataset", "imgs/tiny"]):
+        with pytest.raises(UserError, match="^--dataset names an image folder in imgs but --data_dir is data; "):
+            p.parse_args(argv)  # --data_dir given as its default value is still checked, before or after
     (tmp_path / "datasets" / "fashion_mnist").mkdir(parents=True)
     (tmp_path / "datasets" / "fashion_mnist" / "data.hdf5").write_bytes(b"")
     with pytest.raises(UserError, match=r"^--dataset datasets/fashion_mnist is a converted dataset's folder, not an "
