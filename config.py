@@ -76,6 +76,21 @@ def read_run_config(run: Path) -> dict:
     return cfg
 
 
+# The images the evaler writes into a run dir, by kind: a run dir may hold them (trainer.is_run_file).
+RUN_IMAGE_KINDS = ("confusion", "samples")
+
+
+def run_image(run: Path, kind: str, name: str) -> Path:
+    """Where the evaler writes a run's image of `kind` (RUN_IMAGE_KINDS) for `name` (a split or a checkpoint)."""
+    assert kind in RUN_IMAGE_KINDS, kind
+    return run / f"{kind}_{name}.png"
+
+
+def is_run_image(name: str) -> bool:
+    """Whether a file name in a run dir is one of the evaler's images (run_image)."""
+    return name.endswith(".png") and name.startswith(tuple(f"{kind}_" for kind in RUN_IMAGE_KINDS))
+
+
 def dataset_record(info: fmt.DatasetInfo) -> dict:
     """What config.json records of the dataset: image shape and classes and, for an own image folder, which files
     the rows of its splits hold, to which the run's labelled indices and test split refer."""

@@ -250,6 +250,48 @@ def confusion_image(cm: np.ndarray, class_names: list[str]) -> np.ndarray | None
     return np.asarray(im)
 
 
+# What curves_image draws: per panel, (tag, legend label, style) of the run's curves (trainer.Curves).
+CURVE_PANELS = (
+    ("accuracy", (("test/accuracy", "test split (EMA D, as the evaler scores)", "o-"),
+                  ("train/acc_lab", "labelled batch (D in training)", "-"))),
+    ("loss", (("train/loss_d", "D", "-"), ("train/loss_sup", "D's labelled part", "-"), ("train/loss_g", "G", "-"))),
+    ("D's P(real)", (("train/p_real", "unlabelled images", "-"), ("train/p_fake", "generated images", "-"))),
+)
+
+
+def curves_image(series: dict[str, list[tuple[int, float]]], title: str) -> np.ndarray:
+    """A run's curves against the step as an RGB image [H, W, 3] to look at (curves.png): test and labelled-batch
+    accuracy, D's and G's losses, and D's mean P(real) on unlabelled and generated images (a panel whose curves are
+    all missing or zero, as G's for --supervised_only, is left out)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported here: 0.3 s, for runs only
+    from matplotlib.figure import Figure
+
+    def drawn(tag):
+        return [(s, v) for s, v in series.get(tag, []) if math.isfinite(v)]
+    panels = [(name, [(drawn(tag), label, style) for tag, label, style in curves
+                      if any(v != 0 for _, v in drawn(tag))]) for name, curves in CURVE_PANELS]
+    panels = [(name, curves) for name, curves in panels if curves] or [("accuracy", [])]
+    fig = Figure(figsize=(4.2 * len(panels), 3.4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    fig.suptitle(title, fontsize=9)
+    for ax, (name, curves) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels):
+        for points, label, style in curves:
+            steps, values = zip(*points)
+            ax.plot(steps, values, style, label=label, markersize=3, linewidth=1.2)
+            if name == "accuracy" and label.startswith("test"):
+                ax.annotate(f"{values[-1]:.4f}", (steps[-1], values[-1]), textcoords="offset points",
+                            xytext=(-4, 6), ha="right", fontsize=8)
+        ax.set_title(name, fontsize=10)
+        if name == "D's P(real)":
+            ax.set_ylim(0, 1)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if curves:
+            ax.legend(fontsize=7)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
 def save_png(grid: np.ndarray, path: Path) -> None:
     """Write a uint8 [H,W,1|3] image as PNG (atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -486,9 +528,9 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         cm = confusion_of(D, test, batch, info.num_class, mirror, offsets)
         r = report(cm, info.class_names, ckpt, step, mirror, offsets, args.mixed_precision)
         name = Path(ckpt).name + ("" if cfg.get("dataset") == args.dataset else f"_{args.dataset}")
-        _save_image(r, "confusion_png", run / f"confusion_{name}.png", confusion_image(cm, info.class_names))
+        _save_image(r, "confusion_png", config.run_image(run, "confusion", name), confusion_image(cm, info.class_names))
         if args.samples > 0 and cfg.get("supervised_only") is False:
-            _save_image(r, "samples_png", run / f"samples_{Path(ckpt).name}.png",
+            _save_image(r, "samples_png", config.run_image(run, "samples", Path(ckpt).name),
                         image_grid(generate(G, cfg, args.samples)),
                         "; pass --samples 0 to skip the sample grid")
         print(json.dumps(r) if args.json else format_report(r) + "\n")
@@ -596,10 +638,15 @@ def prior_split(args: argparse.Namespace, cfg: dict, run: Path) -> input_ops.Spl
            + (" (or --weights ema, whose offsets the trainer saved)" if args.weights == "raw" else ""))
     if not name or not path.exists():
         raise UserError(f"{why} dataset {name!r} is not at {path}; {fix}")
-    info = fmt.read_info(path)
     shape = (trained["height"], trained["width"], trained["channels"], trained["num_class"])
-    if (info.height, info.width, info.channels, info.num_class) != shape or (
-            info.class_names != trained.get("class_names", info.class_names)):
+
+    def fits(info: fmt.DatasetInfo) -> bool:
+        return (info.height, info.width, info.channels, info.num_class) == shape and (
+            info.class_names == trained.get("class_names", info.class_names))
+    info = fmt.read_info(path)
+    if own and not fits(info):  # the folder converted at another size since: its conversion at the run's, if kept
+        path, info = next(((p, i) for p, i in folder.kept_conversions(path) if fits(i)), (path, info))
+    if not fits(info):
         def classes(names, n):
             return f"{n} classes ({', '.join(names)})" if names else f"{n} classes"
         held = f"{info.height}x{info.width}x{info.channels} images of {classes(info.class_names, info.num_class)}"
@@ -791,7 +838,7 @@ def write_samples(args: argparse.Namespace) -> dict:
     run, cfg, ckpt, _, G, step = restore_latest(args)
     if cfg.get("supervised_only"):
         raise UserError(f"the run {run} was trained with --supervised_only: its generator was never trained")
-    path = Path(args.output) if args.output else run / f"samples_{Path(ckpt).name}.png"
+    path = Path(args.output) if args.output else config.run_image(run, "samples", Path(ckpt).name)
     try:
         save_png(image_grid(generate(G, cfg, args.samples)), path)
     except OSError as e:

@@ -235,14 +235,14 @@ def _changed(flag: str, old: dict, record: dict) -> str:
 
 # What a run dir holds (write_run_dir, the checkpoint manager, the summaries, the sample grids, the final result; the
 # evaler adds images): a folder with anything else is not taken for a run.
-RUN_FILES = {"config.json", "labeled_indices.json", "ckpt", "logs", "samples", "result.json"}
+RUN_FILES = {"config.json", "labeled_indices.json", "ckpt", "logs", "samples", "result.json", "curves.json",
+             "curves.png"}
 
 
 def is_run_file(name: str) -> bool:
     """Whether a run dir may hold `name` (hidden names, e.g. the workers' checkpoint folders, included)."""
     name = name.removesuffix(".tmp")  # evaler.write_atomic's, left by a crash during a write
-    return name in RUN_FILES or name.startswith(".") or (name.endswith(".png") and name.startswith(("confusion_",
-                                                                                                    "samples_")))
+    return name in RUN_FILES or name.startswith(".") or config.is_run_image(name)
 
 
 def dataset_change(old: dict, new: dict) -> str | None:
@@ -253,7 +253,8 @@ def dataset_change(old: dict, new: dict) -> str | None:
         sizes = f"--input_height {shape[0]} --input_width {shape[1]}" + (
             f" --channels {shape[2]}" if shape[2] != now[2] else "")
         return (f"{'x'.join(map(str, shape))} images, not {'x'.join(map(str, now))}; pass {sizes} to resume it "
-                "(an own image folder is converted at that size again), or choose a new --train_dir")
+                "(an own image folder goes back to its conversion at that size, kept from before or made again), "
+                "or choose a new --train_dir")
     if old["class_names"] != new["class_names"]:
         return (f"the classes {', '.join(old['class_names'])}, but the dataset now has "
                 f"{', '.join(new['class_names'])}; restore them to resume it, or choose a new --train_dir")
@@ -311,15 +312,21 @@ def flags_record(args: argparse.Namespace) -> dict:
 DERIVED_KEYS = ("flip_unlabeled", "g_update")
 
 
+# The size flags: what they asked for is compared as the images' shape (dataset_change), so a run started without
+# them resumes with the flags of the size it was trained at, as that error advises.
+SHAPE_KEYS = {"input_height", "input_width", "channels"}
+
+
 def config_diff(old: dict, record: dict, ignore=RESUMABLE_KEYS) -> list[str]:
     """Flags that differ between a run's config.json and this command (those in `ignore` aside; the
-    dataset is compared by dataset_change), the ones trainer.py derives from others last.
+    dataset and the size flags are compared by dataset_change), the ones trainer.py derives from others last.
 
     A flag missing from an older config.json counts as having had its default then (LEGACY_DEFAULTS) or
     now, so runs made before the flag existed still resume.
     """
     keys = sorted(set(old) | set(record), key=lambda k: (k in DERIVED_KEYS, k))
-    return [k for k in keys if k not in ignore and k != "dataset_info" and recorded_value(old, k) != record.get(k)]
+    return [k for k in keys if k not in ignore and k not in SHAPE_KEYS and k != "dataset_info"
+            and recorded_value(old, k) != record.get(k)]
 
 
 def recorded_value(old: dict, k: str):
@@ -781,6 +788,38 @@ def check_sizes(args: argparse.Namespace, n_train: int, n_test: int, replicas: i
         raise UserError("the dataset has no test images, so accuracy cannot be measured; add a test split")
 
 
+class Curves:
+    """A run's scalars over the steps (test accuracy at each evaluation; losses, labelled-batch accuracy and D's P(real)
+    at each summary), kept in RUN/curves.json and drawn in RUN/curves.png at each evaluation. A resumed run goes on
+    from those up to its checkpoint's step."""
+
+    DRAW_EVERY_S = 60
+
+    def __init__(self, run: Path, step: int):
+        self.path, self.drawn = run / "curves.json", -float("inf")
+        try:
+            kept = json.loads(self.path.read_text())
+            self.series = {tag: {int(s): float(v) for s, v in points if int(s) <= step} for tag, points in kept.items()}
+        except (OSError, ValueError, TypeError, AttributeError):  # none yet, or damaged: they start again
+            self.series = {}
+
+    def add(self, step: int, values: dict) -> None:
+        for tag, v in values.items():
+            self.series.setdefault(tag, {})[step] = float(v)
+
+    def write(self, title: str, final: bool) -> None:
+        """curves.json, and curves.png at the end and at most every DRAW_EVERY_S seconds (drawing takes ~0.4 s); a
+        run dir one cannot write to only warns."""
+        series = {tag: sorted(points.items()) for tag, points in self.series.items()}
+        try:
+            evaler.write_json(self.path, series)
+            if final or time.monotonic() - self.drawn >= self.DRAW_EVERY_S:
+                evaler.save_png(evaler.curves_image(series, title), self.path.with_suffix(".png"))
+                self.drawn = time.monotonic()
+        except OSError as e:
+            print(f"warning: cannot write {self.path.with_suffix('.png')} ({e.strerror or e})", file=sys.stderr)
+
+
 class RunContext:
     """What the loop and the end of a run share (a plain record of the objects built in train)."""
 
@@ -792,6 +831,7 @@ class RunContext:
         self.train_split, self.test_split, self.lab_idx, self.flips = train_split, test_split, lab_idx, flips
         self.run, self.info, self.z_fixed, self.max_steps = run, info, z_fixed, max_steps
         self._prior: tuple[int, np.ndarray] | None = None  # (step, offsets) of --prior labeled's last fit
+        self.curves = Curves(run, int(gan.step.numpy()))
 
     def iterators(self):
         """Fresh labelled and unlabelled iterators positioned at the current step."""
@@ -812,9 +852,9 @@ class RunContext:
             self._prior = step, evaler.prior_offsets_of(self.gan.D_ema, self.train_split, batch, self.info.num_class)
         return self._prior[1]
 
-    def test_accuracy(self, step: int) -> float:
+    def test_accuracy(self, step: int, final: bool = False) -> float:
         """D's (EMA) test accuracy, classifying as the evaler does (--tta, --prior); written to TensorBoard with
-        the confusion matrix as an image."""
+        the confusion matrix as an image, and to the run's curves (drawn if `final`, the run's end, or due)."""
         a = self.args
         cm = evaler.confusion_of(self.gan.D_ema, self.test_split, evaler.eval_batch(a.batch_size, self.info.shape),
                                  self.info.num_class, config.mirror_classes(a.tta, a.flip_classes),
@@ -825,6 +865,8 @@ class RunContext:
             tf.summary.scalar("test/accuracy", acc)
             if image is not None:
                 tf.summary.image("test/confusion", image[None])
+        self.curves.add(step, {"test/accuracy": acc})
+        self.curves.write(f"{self.run.name}: {self.args.dataset}, {len(self.lab_idx)} labels", final)
         return acc
 
     def save(self, step: int) -> None:
@@ -900,6 +942,7 @@ def _loop(ctx: RunContext, stop: StopFlag) -> str:
                 shown = ("loss_d", "acc_lab") if args.supervised_only else ("loss_d", "loss_g", "acc_lab")
                 bar.set_postfix({k: f"{m[k]:.3g}" for k in shown}, refresh=False)
                 _write_scalars(ctx.writer, step, m, lr, p_real, p_fake)
+                ctx.curves.add(step, {f"train/{k}": v for k, v in m.items()})
             if step % args.eval_every == 0 and step < max_steps and ctx.chief:
                 acc = ctx.test_accuracy(step)
                 bar.write(f"step {step}: test accuracy {acc:.4f}")
@@ -968,7 +1011,7 @@ def _finish(ctx: RunContext, status: str) -> dict:
     if status == "signal":
         print(f"Interrupted: saved {manager.latest_checkpoint} at step {step}; re-run the same command to resume.")
         sys.exit(130)
-    acc = ctx.test_accuracy(step)
+    acc = ctx.test_accuracy(step, final=True)
     if not ctx.args.supervised_only:
         _write_samples(ctx, step)
     ctx.writer.flush()

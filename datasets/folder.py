@@ -15,9 +15,13 @@ Decisions:
   a conversion is redone only when they differ (or `force=True`). It also records the layout: which
   file (and label) each row of each split holds, which a run's labelled indices and test split refer
   to (a copy of the folder, with other mtimes, has the same layout).
+- A conversion replaced by one at other settings is kept (hard-linked, no copy) in `kept/` beside it, the
+  KEEP most recently used ones, and swapped back in when those settings are asked again; a change to the
+  files discards them. Readers keep an open file's contents, so a swap never changes a running job's data.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import multiprocessing
@@ -58,6 +62,8 @@ MAX_SIDE = 2048  # largest --input_height/--input_width: an HDF5 chunk of 64 suc
 SUGGESTED_SIDE = 64  # the longer side of the size an error suggests
 SHOW_SKIPPED = 5
 FORMAT_TAG = "folder-v1"
+KEPT_DIR = "kept"  # beside a folder's conversion: its earlier conversions at other settings, for switching back
+KEEP = 3  # earlier conversions kept per folder (the most recently used), besides the current one
 
 
 @dataclass
@@ -480,10 +486,16 @@ def _convert(s: Scan, dataset_dir: str | os.PathLike, height: int | None, width:
     if not force and _up_to_date(existing, extra, (height, width, channels)):
         return path
     shape = defaults(s, height, width, channels, seed)
+    earlier = None if force else next((p for p, i in kept_conversions(path) if _up_to_date(i, extra, shape)), None)
+    if earlier is not None and _swap_in(earlier, path, existing, s):
+        return path
     info = DatasetInfo(name=s.root.name, height=shape[0], width=shape[1], channels=shape[2],
                        class_names=list(s.class_names), extra=extra)
-    _note_replaced(existing, info, s.root)
+    held = _keep(path, existing, s.fingerprint) if existing is None or _kept_name(existing) != _kept_name(info) \
+        else None  # --force at the same settings replaces it
+    _note_replaced(existing, info, s.root, held is not None)
     _write(path, info, s.root, _splits(s, test_fraction, seed), resize, workers)
+    _kept_now(path, held, s.fingerprint, _kept_name(info))
     return path
 
 
@@ -494,15 +506,83 @@ def _settings(info: DatasetInfo) -> str:
             f"{e.get('test_fraction'):g}, --seed {e.get('seed')})")
 
 
-def _note_replaced(existing: DatasetInfo | None, new: DatasetInfo, root: Path) -> None:
-    """Say when a conversion of the same files with other settings is replaced: it is the default of every later
-    command that does not give them."""
+def _note_replaced(existing: DatasetInfo | None, new: DatasetInfo, root: Path, kept: bool) -> None:
+    """Say when a conversion of the same files with other settings is replaced (and whether it is `kept`): the new
+    one is the default of every later command that does not give them."""
     if existing is None or existing.extra.get("fingerprint") != new.extra["fingerprint"]:
         return
     old, now = _settings(existing), _settings(new)
     if old != now:
-        print(f"note: {root} was converted at {old}; converting it at {now} replaces that, and later commands "
-              "without these flags use the new conversion", file=sys.stderr)
+        where = f"kept in {KEPT_DIR}/ for switching back" if kept else "replaced"
+        print(f"note: {root} was converted at {old}; converting it at {now} makes that the one later commands "
+              f"without these flags use (the earlier one is {where})", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- earlier conversions kept
+
+
+def _kept_name(info: DatasetInfo) -> str:
+    """The file name of a kept conversion: its size and settings (one file per combination)."""
+    e = info.extra
+    return (f"{info.height}x{info.width}x{info.channels}-{e.get('resize')}-test{float(e.get('test_fraction')):g}"
+            f"-seed{e.get('seed')}.hdf5")
+
+
+def kept_conversions(path: str | os.PathLike) -> list[tuple[Path, DatasetInfo]]:
+    """The earlier conversions of a folder kept beside its current one at `path`, most recently used first
+    (unreadable ones left out)."""
+    found = []
+    for p in (Path(path).parent / KEPT_DIR).glob("*.hdf5"):
+        info = _existing_info(p)
+        if info is not None:
+            with contextlib.suppress(OSError):  # removed meanwhile
+                found.append((p.stat().st_mtime_ns, p, info))
+    return [(p, info) for _, p, info in sorted(found, key=lambda t: t[0], reverse=True)]
+
+
+def _keep(path: Path, existing: DatasetInfo | None, fingerprint: str) -> Path | None:
+    """Link the current conversion `existing` (at `path`) into kept/ before it is replaced, if it is of the same
+    files; return the link (None: nothing kept, e.g. a file system without hard links)."""
+    if existing is None or existing.extra.get("fingerprint") != fingerprint:
+        return None
+    target = path.parent / KEPT_DIR / _kept_name(existing)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        target.parent.mkdir(exist_ok=True)
+        os.link(path, tmp)
+        os.replace(tmp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return None
+    return target
+
+
+def _kept_now(path: Path, held: Path | None, fingerprint: str, current: str) -> None:
+    """Once the conversion at `path` (of kept name `current`) is replaced: mark `held` (its predecessor, now only in
+    kept/) as just used, and remove the kept conversions of other files (the folder has changed since) or of the
+    current settings, and all but the KEEP most recent."""
+    if held is not None:
+        with contextlib.suppress(OSError):
+            os.utime(held)
+    for i, (p, info) in enumerate(kept_conversions(path)):
+        if i >= KEEP or info.extra.get("fingerprint") != fingerprint or p.name == current:
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def _swap_in(kept: Path, path: Path, existing: DatasetInfo | None, s: Scan) -> bool:
+    """Make the kept conversion `kept` the current one at `path` (no decoding), keeping the current one; False if
+    the file system refused."""
+    held = _keep(path, existing, s.fingerprint)
+    try:
+        os.replace(kept, path)
+    except OSError:
+        return False
+    print(f"note: using the conversion of {s.root} at {_settings(read_info(path))} kept from before (in "
+          f"{KEPT_DIR}/, not decoded again); later commands without these flags use it", file=sys.stderr)
+    _kept_now(path, held, s.fingerprint, kept.name)
+    return True
 
 
 def _plan(splits: dict[str, list[tuple[str, int]]], shape: tuple[int, int, int], workers: int

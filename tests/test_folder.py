@@ -264,6 +264,41 @@ def test_unset_resize_and_test_fraction_keep_an_earlier_conversions(tmp_path):
         run(src, tmp_path, seed=-1)
 
 
+def test_earlier_conversions_are_kept_and_switched_back_to_without_decoding(tmp_path, monkeypatch, capsys):
+    src = make_set(tmp_path / "data" / "kp", {"a": 3, "b": 3})
+    path = run(src, tmp_path, height=6, width=6)
+    first = read_info(path).extra["layout"]
+    kept = path.parent / folder.KEPT_DIR
+    run(src, tmp_path, height=6, width=8)
+    assert "the earlier one is kept in kept/" in capsys.readouterr().err
+    assert read_info(path).shape == (6, 8, 3)
+    assert sorted(p.name for p in kept.iterdir()) == ["6x6x3-crop-test0.1-seed0.hdf5"]
+
+    def no_decoding(*a, **kw):
+        raise AssertionError("decoded again")
+    with monkeypatch.context() as m:
+        m.setattr(folder, "_write", no_decoding)
+        assert run(src, tmp_path, height=6, width=6) == path
+        assert run(src, tmp_path, height=6, width=8) == path
+        assert run(src, tmp_path, height=6, width=6) == path
+    assert "kept from before" in capsys.readouterr().err
+    assert read_info(path).shape == (6, 6, 3) and read_info(path).extra["layout"] == first
+    assert load(path, "train")[0].shape[1:] == (6, 6, 3)
+    assert sorted(p.name for p in kept.iterdir()) == ["6x8x3-crop-test0.1-seed0.hdf5"]
+
+    for side in (5, 7, 8, 9):  # only the KEEP most recently used are kept
+        run(src, tmp_path, height=side, width=side)
+    assert sorted(p.name for p in kept.glob("*.hdf5")) == [f"{s}x{s}x3-crop-test0.1-seed0.hdf5" for s in (5, 7, 8)]
+    assert len(list(kept.iterdir())) == folder.KEEP  # no temporary files left
+    run(src, tmp_path, height=9, width=9, force=True)  # the same settings again: nothing more kept
+    assert len(list(kept.iterdir())) == folder.KEEP
+
+    save(src / "b" / "new.png", rgb((1, 2, 3)))  # the folder changes: the kept conversions are of other files
+    run(src, tmp_path, height=7, width=7)
+    assert read_info(path).extra["num_train_labelled"] + read_info(path).extra["num_test"] == 7
+    assert list(kept.iterdir()) == []
+
+
 def test_num_class_mismatch_names_the_folders(tmp_path):
     make_set(tmp_path / "data" / "nc", {"cat": 2, "dog": 2})
     for n in (1, 3):

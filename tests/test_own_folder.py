@@ -124,13 +124,19 @@ def test_a_run_whose_folder_was_converted_at_another_size_since_names_the_size_f
                   "--max_steps", "5"])
     assert (f"note: {folder / 'shapes'} was converted at {info['height']}x{info['width']}x3 (--resize crop, "
             "--test_fraction 0.1, --seed 0); converting it at 8x8x3 (--resize crop, --test_fraction 0.1, --seed 0) "
-            "replaces that, and later commands without these flags use the new conversion") in capsys.readouterr().err
+            "makes that the one later commands without these flags use (the earlier one is kept in kept/ for "
+            "switching back)") in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         trainer.main([*base, "--train_dir", str(run), "--max_steps", "10"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert e.value.code == 2
     assert (f"{info['height']}x{info['width']}x3 images, not 8x8x3; pass --input_height {info['height']} "
             f"--input_width {info['width']} to resume it") in err, err
+    sizes = ["--input_height", str(info["height"]), "--input_width", str(info["width"])]
+    trainer.main([*base, *sizes, "--train_dir", str(run), "--max_steps", "7"])  # back to the kept conversion
+    err = capsys.readouterr().err
+    assert "kept from before (in kept/, not decoded again)" in err and "converting shapes" not in err, err
+    assert (run / "ckpt" / "ckpt-7.index").exists()
 
 
 def test_prior_is_fitted_on_a_linked_folders_conversion_without_converting_it(folder, tmp_path, capsys):
@@ -149,3 +155,10 @@ def test_prior_is_fitted_on_a_linked_folders_conversion_without_converting_it(fo
     assert list(report["prior_offsets"].values()) == pytest.approx(saved, abs=1e-4)  # its 54 labelled images
     evaler.main(["--checkpoint", str(run), *common, "--export", str(tmp_path / "model")])
     assert converted.stat().st_mtime_ns == before
+    # Converted at another size since: the prior is fitted on the conversion at the run's size, kept from before.
+    trainer.main(["--dataset", "pics", *common, "--input_height", "8", "--input_width", "8", "--train_dir",
+                  str(tmp_path / "small"), "--num_labeled", "15", *TINY_FLAGS, "--max_steps", "1"])
+    before = converted.stat().st_mtime_ns
+    capsys.readouterr()
+    evaler.main(["--checkpoint", str(run), *common, "--export", str(tmp_path / "model2")])
+    assert converted.stat().st_mtime_ns == before and "Error" not in capsys.readouterr().err

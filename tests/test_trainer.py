@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import config
@@ -97,6 +98,28 @@ def test_summaries_hold_losses_accuracy_images_and_histograms(trained, dsdir):
     np.testing.assert_array_equal(tf.io.decode_png(Path(r["confusion_png"]).read_bytes()).numpy(), drawn)
 
 
+def test_curves_keep_what_the_summaries_hold_and_are_drawn(trained):
+    run, result = trained
+    curves = json.loads((run / "curves.json").read_text())
+    for tag in ("test/accuracy", "train/loss_sup", "train/loss_g", "train/p_real"):
+        assert dict(map(tuple, curves[tag])) == pytest.approx(scalars(run, tag)), tag
+    assert curves["test/accuracy"][-1] == [40, pytest.approx(result["test_accuracy"])]
+    with Image.open(run / "curves.png") as im:
+        assert im.format == "PNG" and im.width > 3 * im.height  # accuracy, losses, D's P(real) side by side
+
+
+def test_curves_resume_from_the_checkpoints_step_and_leave_out_empty_panels(tmp_path):
+    (tmp_path / "curves.json").write_text(json.dumps({"test/accuracy": [[10, 0.5], [20, 0.6], [30, 0.7]]}))
+    assert trainer.Curves(tmp_path, 20).series == {"test/accuracy": {10: 0.5, 20: 0.6}}  # 30 is trained again
+    (tmp_path / "curves.json").write_text("{")
+    assert trainer.Curves(tmp_path, 20).series == {}  # damaged: they start again, the run goes on
+    acc, loss = [(10, 0.5), (20, 0.6)], [(10, 1.0), (20, 0.5)]
+    gan = evaler.curves_image({"test/accuracy": acc, "train/loss_d": loss, "train/p_real": loss}, "run")
+    supervised = evaler.curves_image({"test/accuracy": acc, "train/loss_d": loss, "train/loss_g": [(10, 0.0)],
+                                      "train/p_real": [(10, 0.0)]}, "run")
+    assert gan.shape[0] == supervised.shape[0] and gan.shape[1] == pytest.approx(1.5 * supervised.shape[1], rel=0.02)
+
+
 def test_confusion_image_shades_each_row_by_its_shares():
     def pixels(cm, rgb):
         im = evaler.confusion_image(np.array(cm), ["T-shirt/top", "Trouser"])
@@ -118,6 +141,8 @@ def test_resume_continues_at_saved_step_with_same_labeled_subset(dsdir, trained,
     assert result["step"] == 50
     assert sorted(scalars(run, "train/loss_sup")) == [10, 20, 30, 40, 50]
     assert (run / "labeled_indices.json").read_text() == before
+    curves = json.loads((run / "curves.json").read_text())
+    assert [s for s, _ in curves["test/accuracy"]] == [10, 20, 30, 40, 50]
 
 
 def test_resume_with_other_model_flags_is_a_clear_error(dsdir, trained, capsys):
