@@ -261,15 +261,16 @@ CURVE_PANELS = (
 
 def curves_image(series: dict[str, list[tuple[int, float]]], title: str) -> np.ndarray:
     """A run's curves against the step as an RGB image [H, W, 3] to look at (curves.png): test and labelled-batch
-    accuracy, D's and G's losses, and D's mean P(real) on unlabelled and generated images (a panel whose curves are
-    all missing or zero, as G's for --supervised_only, is left out)."""
+    accuracy, D's and G's losses, and D's mean P(real) on unlabelled and generated images (a loss or P(real) curve
+    that is all zero, as G's for --supervised_only, is left out, and so is a panel left empty)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported here: 0.3 s, for runs only
     from matplotlib.figure import Figure
 
     def drawn(tag):
         return [(s, v) for s, v in series.get(tag, []) if math.isfinite(v)]
-    panels = [(name, [(drawn(tag), label, style) for tag, label, style in curves
-                      if any(v != 0 for _, v in drawn(tag))]) for name, curves in CURVE_PANELS]
+    panels = [(name, [(drawn(tag), label, style) for tag, label, style in curves  # all 0: no G (--supervised_only)
+                      if drawn(tag) and (name == "accuracy" or any(v != 0 for _, v in drawn(tag)))])
+              for name, curves in CURVE_PANELS]
     panels = [(name, curves) for name, curves in panels if curves] or [("accuracy", [])]
     fig = Figure(figsize=(4.2 * len(panels), 3.4), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -643,9 +644,13 @@ def prior_split(args: argparse.Namespace, cfg: dict, run: Path) -> input_ops.Spl
     def fits(info: fmt.DatasetInfo) -> bool:
         return (info.height, info.width, info.channels, info.num_class) == shape and (
             info.class_names == trained.get("class_names", info.class_names))
+
+    def same_rows(info: fmt.DatasetInfo) -> bool:  # the run's conversion: its files, resize and split, row by row
+        return fits(info) and info.extra.get("layout") == trained.get("files") and (
+            info.extra.get("resize") == cfg.get("resize", info.extra.get("resize")))
     info = fmt.read_info(path)
-    if own and not fits(info):  # the folder converted at another size since: its conversion at the run's, if kept
-        path, info = next(((p, i) for p, i in folder.kept_conversions(path) if fits(i)), (path, info))
+    if own and not same_rows(info):  # converted otherwise since: the run's own conversion, if kept, else this one
+        path, info = next(((p, i) for p, i in folder.kept_conversions(path) if same_rows(i)), (path, info))
     if not fits(info):
         def classes(names, n):
             return f"{n} classes ({', '.join(names)})" if names else f"{n} classes"

@@ -46,14 +46,28 @@ def load_split(path: str | os.PathLike, split: str, in_memory: str = "auto", bud
 
     `info`: the file's DatasetInfo if the caller has already validated it (else it is read here)."""
     info = info or fmt.read_info(path)
-    labels = fmt.load_labels(path, split)
-    nbytes = len(labels) * info.height * info.width * info.channels
-    keep = in_memory == "yes" or (in_memory == "auto" and nbytes <= budget_gb * 2**30)
-    images = None
+    # One handle for labels and images, kept open for a streamed split: a conversion swapped in at `path` later (an
+    # own folder's, datasets/folder.py) does not change what this split reads.
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:  # removed or swapped since it was checked
+        raise UserError(f"cannot read {path} ({e}); run the command again") from None
+    try:
+        images, labels = f[f"{split}/images"], f[f"{split}/labels"][...]
+        if images.shape[1:] != info.shape:
+            raise UserError(f"{path} was replaced while it was being opened (now {images.shape[1:]} images, not "
+                            f"{info.shape}); run the command again")
+        nbytes = len(labels) * info.height * info.width * info.channels
+        keep = in_memory == "yes" or (in_memory == "auto" and nbytes <= budget_gb * 2**30)
+        out = Split(str(path), split, labels, images[...] if keep else None)
+    except BaseException:
+        f.close()
+        raise
     if keep:
-        with h5py.File(path, "r") as f:
-            images = f[f"{split}/images"][...]
-    return Split(str(path), split, labels, images)
+        f.close()
+    else:
+        out.cached("file", lambda: images)
+    return out
 
 
 def select_labeled(labels: np.ndarray, num_labeled: int | None, num_class: int, seed: int,
@@ -233,7 +247,7 @@ def _rows(split: Split, i: np.ndarray) -> np.ndarray:
 
 
 def _file_images(split: Split):
-    """The split's images in its HDF5 file (opened once per split)."""
+    """The split's images in its HDF5 file (opened once per split, by load_split)."""
     return split.cached("file", lambda: h5py.File(split.path, "r")[f"{split.name}/images"])
 
 

@@ -33,6 +33,7 @@ import evaler
 import input_ops
 import model
 import ops
+from datasets import folder
 from errors import (
     HelpFormatter,
     UserError,
@@ -317,7 +318,7 @@ DERIVED_KEYS = ("flip_unlabeled", "g_update")
 SHAPE_KEYS = {"input_height", "input_width", "channels"}
 
 
-def config_diff(old: dict, record: dict, ignore=RESUMABLE_KEYS) -> list[str]:
+def config_diff(old: dict, record: dict, ignore=RESUMABLE_KEYS | SHAPE_KEYS) -> list[str]:
     """Flags that differ between a run's config.json and this command (those in `ignore` aside; the
     dataset and the size flags are compared by dataset_change), the ones trainer.py derives from others last.
 
@@ -325,8 +326,7 @@ def config_diff(old: dict, record: dict, ignore=RESUMABLE_KEYS) -> list[str]:
     now, so runs made before the flag existed still resume.
     """
     keys = sorted(set(old) | set(record), key=lambda k: (k in DERIVED_KEYS, k))
-    return [k for k in keys if k not in ignore and k not in SHAPE_KEYS and k != "dataset_info"
-            and recorded_value(old, k) != record.get(k)]
+    return [k for k in keys if k not in ignore and k != "dataset_info" and recorded_value(old, k) != record.get(k)]
 
 
 def recorded_value(old: dict, k: str):
@@ -716,6 +716,7 @@ def train(args: argparse.Namespace) -> dict:
     chief = is_chief(strategy)
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
+    resume_preprocessing(args)
     path, info = config.resolve_dataset(args)
     # Everything is checked before the run dir is made: a bad flag leaves nothing behind.
     flips = resolve_flips(args, info.class_names)
@@ -766,6 +767,21 @@ def train(args: argparse.Namespace) -> dict:
     return _finish(ctx, status)
 
 
+def resume_preprocessing(args: argparse.Namespace) -> None:
+    """Resuming a run of an own image folder (--train_dir holding its config.json): the conversion flags not given
+    take the run's values (size, channels, resize, test split), so the folder goes back to the run's conversion
+    (kept from before, or made again) rather than whichever it was converted to last. Given ones are compared."""
+    if not args.train_dir or not (Path(args.train_dir) / "config.json").exists():
+        return
+    cfg = config.read_run_config(Path(args.train_dir))
+    if cfg.get("dataset") != args.dataset:
+        return  # the dataset differs: choose_run_dir says so
+    trained = evaler.trained_preprocessing(args, cfg)
+    for k in folder.CONVERSION_FLAGS:
+        if getattr(args, k, None) is None:
+            setattr(args, k, getattr(trained, k, None))
+
+
 def init_weights(gan: GAN, split: input_ops.Split, args: argparse.Namespace, strategy) -> None:
     """Data-dependent init of D (and so of D_ema) from up to 500 training images, the same on every worker."""
     x = next(iter(input_ops.unlabeled_stream(split, min(500, len(split)), args.seed)))
@@ -790,34 +806,44 @@ def check_sizes(args: argparse.Namespace, n_train: int, n_test: int, replicas: i
 
 class Curves:
     """A run's scalars over the steps (test accuracy at each evaluation; losses, labelled-batch accuracy and D's P(real)
-    at each summary), kept in RUN/curves.json and drawn in RUN/curves.png at each evaluation. A resumed run goes on
-    from those up to its checkpoint's step."""
+    at each summary), kept in RUN/curves.json (at each evaluation and checkpoint) and drawn in RUN/curves.png. A
+    resumed (or rolled back) run goes on from those up to its checkpoint's step."""
 
     DRAW_EVERY_S = 60
 
     def __init__(self, run: Path, step: int):
-        self.path, self.drawn = run / "curves.json", -float("inf")
+        self.path, self.png, self.drawn, self.can_draw = run / "curves.json", run / "curves.png", -float("inf"), True
         try:
             kept = json.loads(self.path.read_text())
-            self.series = {tag: {int(s): float(v) for s, v in points if int(s) <= step} for tag, points in kept.items()}
+            self.series = {tag: {int(s): float(v) for s, v in points} for tag, points in kept.items()}
         except (OSError, ValueError, TypeError, AttributeError):  # none yet, or damaged: they start again
             self.series = {}
+        self.trim(step)
+
+    def trim(self, step: int) -> None:
+        """Forget the points after `step`: the steps a resumed or rolled-back run trains again."""
+        self.series = {tag: {s: v for s, v in points.items() if s <= step} for tag, points in self.series.items()}
 
     def add(self, step: int, values: dict) -> None:
         for tag, v in values.items():
             self.series.setdefault(tag, {})[step] = float(v)
 
-    def write(self, title: str, final: bool) -> None:
-        """curves.json, and curves.png at the end and at most every DRAW_EVERY_S seconds (drawing takes ~0.4 s); a
-        run dir one cannot write to only warns."""
+    def write(self, title: str | None = None, final: bool = False) -> None:
+        """curves.json and, given a `title`, curves.png at the end (`final`) or if DRAW_EVERY_S seconds have passed
+        (drawing takes ~0.4 s). A run dir one cannot write to, or no matplotlib, only warns."""
         series = {tag: sorted(points.items()) for tag, points in self.series.items()}
+        path = self.path
         try:
-            evaler.write_json(self.path, series)
-            if final or time.monotonic() - self.drawn >= self.DRAW_EVERY_S:
-                evaler.save_png(evaler.curves_image(series, title), self.path.with_suffix(".png"))
+            evaler.write_json(path, series)
+            if title and self.can_draw and (final or time.monotonic() - self.drawn >= self.DRAW_EVERY_S):
+                path = self.png
+                evaler.save_png(evaler.curves_image(series, title), path)
                 self.drawn = time.monotonic()
         except OSError as e:
-            print(f"warning: cannot write {self.path.with_suffix('.png')} ({e.strerror or e})", file=sys.stderr)
+            print(f"warning: cannot write {path} ({e.strerror or e})", file=sys.stderr)
+        except ImportError as e:  # installed before matplotlib was a requirement
+            self.can_draw = False
+            print(f"warning: no curves.png ({e}); pip install -r requirements.txt to draw it", file=sys.stderr)
 
 
 class RunContext:
@@ -870,8 +896,10 @@ class RunContext:
         return acc
 
     def save(self, step: int) -> None:
-        """A checkpoint of this step, and its --prior offsets (save_prior)."""
+        """A checkpoint of this step, its --prior offsets (save_prior) and the curves so far."""
         self.save_prior(self.manager.save(checkpoint_number=step), step)
+        if self.chief:
+            self.curves.write()
 
     def save_prior(self, ckpt: str, step: int) -> None:
         """The chief keeps --prior labeled's offsets for checkpoint `ckpt` of this step beside it (evaler.prior_file),
@@ -973,6 +1001,7 @@ def _on_divergence(ctx: RunContext, step: int, bar) -> None:
         raise UserError(f"training diverged by step {step} (a loss became NaN/Inf); {kept}; {fix} and re-run")
     scale = float(ctx.gan.lr_scale.numpy()) / 2
     restore(ctx.gan, ctx.manager, ctx.run)
+    ctx.curves.trim(int(ctx.gan.step.numpy()))
     ctx._prior = None  # fitted for the weights rolled back from
     ctx.gan.lr_scale.assign(scale)
     bar.write(f"step {step}: a loss became NaN/Inf; rolled back to {last} and halved the LR (scale {scale:g})")

@@ -37,6 +37,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+try:
+    import fcntl
+except ImportError:  # Windows: conversions of one folder are not serialised
+    fcntl = None
 from tqdm import tqdm
 
 from datasets.format import DatasetInfo, Writer, dataset_path, read_info
@@ -469,11 +474,44 @@ def _up_to_date(info: DatasetInfo | None, extra: dict, shape: tuple[int | None, 
     return all(a is None or a == b for a, b in zip(shape, info.shape, strict=True))
 
 
+@contextlib.contextmanager
+def _locked(where: Path, root: Path) -> Iterator[None]:
+    """Hold the conversion lock of folder `root`'s `where` (datasets/<name>/): a second command converting it, or
+    swapping a kept conversion in, waits for the first. Without fcntl (Windows) or a writable `where`, no lock."""
+    made = not where.exists()
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        fd = os.open(where, os.O_RDONLY)
+    except OSError:  # read-only: an up-to-date conversion is read as it is; a new one fails in Writer, clearly
+        fd = None
+    try:
+        if fd is not None and fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"note: waiting for another command converting {root}", file=sys.stderr)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+        if made:  # a first conversion that failed leaves no empty folder
+            with contextlib.suppress(OSError):
+                where.rmdir()
+
+
 def _convert(s: Scan, dataset_dir: str | os.PathLike, height: int | None, width: int | None,
              channels: int | None, test_fraction: float | None = None, resize: str | None = None,
              seed: int | None = None, force: bool = False, workers: int | None = None) -> Path:
-    """Convert a scanned folder unless its existing conversion is up to date."""
+    """Convert a scanned folder unless its existing conversion is up to date (holding its conversion lock)."""
     path = dataset_path(dataset_dir, s.root.name)
+    with _locked(path.parent, s.root):
+        return _convert_locked(s, path, height, width, channels, test_fraction, resize, seed, force, workers)
+
+
+def _convert_locked(s: Scan, path: Path, height: int | None, width: int | None, channels: int | None,
+                    test_fraction: float | None, resize: str | None, seed: int | None, force: bool,
+                    workers: int | None) -> Path:
     existing = _existing_info(path)
     # Unset: keep the settings of an earlier `download.py --folder --resize/--test_fraction/--seed` conversion.
     kept = existing.extra if existing else {}
@@ -524,7 +562,7 @@ def _note_replaced(existing: DatasetInfo | None, new: DatasetInfo, root: Path, k
 def _kept_name(info: DatasetInfo) -> str:
     """The file name of a kept conversion: its size and settings (one file per combination)."""
     e = info.extra
-    return (f"{info.height}x{info.width}x{info.channels}-{e.get('resize')}-test{float(e.get('test_fraction')):g}"
+    return (f"{info.height}x{info.width}x{info.channels}-{e.get('resize')}-test{float(e.get('test_fraction'))!r}"
             f"-seed{e.get('seed')}.hdf5")
 
 
@@ -548,13 +586,16 @@ def _keep(path: Path, existing: DatasetInfo | None, fingerprint: str) -> Path | 
     target = path.parent / KEPT_DIR / _kept_name(existing)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
+        if target.exists() and os.path.samefile(path, target):  # left by a conversion that failed
+            return target
         target.parent.mkdir(exist_ok=True)
         os.link(path, tmp)
         os.replace(tmp, target)
     except OSError:
+        return None
+    finally:  # also when tmp and target were one file already: rename then leaves both
         with contextlib.suppress(OSError):
             tmp.unlink()
-        return None
     return target
 
 
@@ -565,10 +606,16 @@ def _kept_now(path: Path, held: Path | None, fingerprint: str, current: str) -> 
     if held is not None:
         with contextlib.suppress(OSError):
             os.utime(held)
-    for i, (p, info) in enumerate(kept_conversions(path)):
-        if i >= KEEP or info.extra.get("fingerprint") != fingerprint or p.name == current:
-            with contextlib.suppress(OSError):
-                p.unlink()
+    kept = 0
+    for p, info in kept_conversions(path):
+        if kept < KEEP and info.extra.get("fingerprint") == fingerprint and p.name != current:
+            kept += 1
+            continue
+        with contextlib.suppress(OSError):
+            p.unlink()
+    for p in (path.parent / KEPT_DIR).glob(".*.tmp"):  # a link cut short (the lock is held: none is in progress)
+        with contextlib.suppress(OSError):
+            p.unlink()
 
 
 def _swap_in(kept: Path, path: Path, existing: DatasetInfo | None, s: Scan) -> bool:

@@ -197,9 +197,3 @@ def split_size(path: str | os.PathLike, split: str) -> int:
     """Number of images in a split, without reading them."""
     with h5py.File(path, "r") as f:
         return int(f[f"{split}/labels"].shape[0])
-
-
-def load_labels(path: str | os.PathLike, split: str) -> np.ndarray:
-    """Read only the labels of a split."""
-    with h5py.File(path, "r") as f:
-        return f[f"{split}/labels"][...]

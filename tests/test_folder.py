@@ -293,10 +293,33 @@ def test_earlier_conversions_are_kept_and_switched_back_to_without_decoding(tmp_
     run(src, tmp_path, height=9, width=9, force=True)  # the same settings again: nothing more kept
     assert len(list(kept.iterdir())) == folder.KEEP
 
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):  # Ctrl-C while decoding: nothing lost
+        m.setattr(folder, "_write", interrupted)
+        run(src, tmp_path, height=4, width=4)
+    assert read_info(path).shape == (9, 9, 3)
+    run(src, tmp_path, height=4, width=4)
+    run(src, tmp_path, height=3, width=3)
+    assert sorted(p.name for p in kept.iterdir()) == [f"{s}x{s}x3-crop-test0.1-seed0.hdf5" for s in (4, 8, 9)]
+
     save(src / "b" / "new.png", rgb((1, 2, 3)))  # the folder changes: the kept conversions are of other files
     run(src, tmp_path, height=7, width=7)
     assert read_info(path).extra["num_train_labelled"] + read_info(path).extra["num_test"] == 7
     assert list(kept.iterdir()) == []
+
+
+@pytest.mark.skipif(folder.fcntl is None, reason="no fcntl (Windows)")
+def test_a_second_conversion_of_a_folder_waits_for_the_first(tmp_path, capsys):
+    import threading
+    src = make_set(tmp_path / "data" / "wt", {"a": 3, "b": 3})
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (run(src, tmp_path, height=6, width=6), done.set()))
+    with folder._locked(tmp_path / "datasets" / "wt", src):  # another command converting it
+        worker.start()
+        assert not done.wait(1.0)
+    assert done.wait(30) and read_info(tmp_path / "datasets" / "wt" / "data.hdf5").shape == (6, 6, 3)
+    assert "note: waiting for another command converting" in capsys.readouterr().err
 
 
 def test_num_class_mismatch_names_the_folders(tmp_path):

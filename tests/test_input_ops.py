@@ -1,6 +1,8 @@
 """The tf.data pipelines: balanced seeded labelled subset, order as a function of (seed, step), streaming."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -72,6 +74,24 @@ def test_streaming_from_the_file_gives_the_same_batches_as_memory(path):
     eb = [(x.numpy(), y.numpy()) for x, y in input_ops.eval_stream(disk, 7)]
     assert sum(len(y) for _, y in eb) == 120
     for (xa, ya), (xb, yb) in zip(ea, eb):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+
+
+def test_a_streamed_split_reads_the_file_it_opened_when_another_replaces_it(path, tmp_path):
+    """An own folder's conversion can be swapped in at the same path (datasets/folder.py's kept/) while a run
+    streams its split: the run goes on reading the images its labels came from."""
+    import shutil
+    ours = tmp_path / "data.hdf5"
+    shutil.copy(path, ours)
+    other = make_tiny_dataset(tmp_path / "other", shape=(6, 6, 1), test_per_class=4)
+    expect = input_ops.load_split(ours, "test", in_memory="yes")
+    disk = input_ops.load_split(ours, "test", in_memory="no")
+    os.replace(other, ours)
+    got = [(x.numpy(), y.numpy()) for x, y in input_ops.eval_stream(disk, 7)]
+    want = [(x.numpy(), y.numpy()) for x, y in input_ops.eval_stream(expect, 7)]
+    assert len(got) == len(want)
+    for (xa, ya), (xb, yb) in zip(got, want):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
 

@@ -112,28 +112,29 @@ def test_a_changed_folder_is_not_resumed_and_its_evaluation_warns(folder, tmp_pa
     assert "image folder of shapes has changed" in capsys.readouterr().err and report["step"] == 7
 
 
-def test_a_run_whose_folder_was_converted_at_another_size_since_names_the_size_flags(folder, tmp_path, capsys):
+def test_a_run_whose_folder_was_converted_at_another_size_since_resumes_on_its_own_conversion(folder, tmp_path,
+                                                                                              capsys):
     """A run started without size flags takes the folder's conversion as it was; once the folder is converted at
-    another size (by another run), resuming it says which sizes to pass."""
+    another size and resize (by another run), resuming it goes back to the run's conversion, kept from before,
+    and other size flags given are refused, naming the run's."""
     base = ["--dataset", "shapes", "--data_dir", str(folder), "--dataset_dir", str(tmp_path / "datasets"),
             "--num_labeled", "15", *TINY_FLAGS]
     run = tmp_path / "run"
     trainer.main([*base, "--train_dir", str(run), "--max_steps", "5"])
     info = json.loads((run / "config.json").read_text())["dataset_info"]
-    trainer.main([*base, "--input_height", "8", "--input_width", "8", "--train_dir", str(tmp_path / "small"),
-                  "--max_steps", "5"])
+    trainer.main([*base, "--input_height", "8", "--input_width", "8", "--resize", "stretch", "--train_dir",
+                  str(tmp_path / "small"), "--max_steps", "5"])
     assert (f"note: {folder / 'shapes'} was converted at {info['height']}x{info['width']}x3 (--resize crop, "
-            "--test_fraction 0.1, --seed 0); converting it at 8x8x3 (--resize crop, --test_fraction 0.1, --seed 0) "
+            "--test_fraction 0.1, --seed 0); converting it at 8x8x3 (--resize stretch, --test_fraction 0.1, --seed 0) "
             "makes that the one later commands without these flags use (the earlier one is kept in kept/ for "
             "switching back)") in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        trainer.main([*base, "--train_dir", str(run), "--max_steps", "10"])
+        trainer.main([*base, "--input_height", "8", "--input_width", "8", "--train_dir", str(run), "--max_steps", "10"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert e.value.code == 2
     assert (f"{info['height']}x{info['width']}x3 images, not 8x8x3; pass --input_height {info['height']} "
             f"--input_width {info['width']} to resume it") in err, err
-    sizes = ["--input_height", str(info["height"]), "--input_width", str(info["width"])]
-    trainer.main([*base, *sizes, "--train_dir", str(run), "--max_steps", "7"])  # back to the kept conversion
+    trainer.main([*base, "--train_dir", str(run), "--max_steps", "7"])  # no flags: the run's conversion, kept
     err = capsys.readouterr().err
     assert "kept from before (in kept/, not decoded again)" in err and "converting shapes" not in err, err
     assert (run / "ckpt" / "ckpt-7.index").exists()
@@ -162,3 +163,11 @@ def test_prior_is_fitted_on_a_linked_folders_conversion_without_converting_it(fo
     capsys.readouterr()
     evaler.main(["--checkpoint", str(run), *common, "--export", str(tmp_path / "model2")])
     assert converted.stat().st_mtime_ns == before and "Error" not in capsys.readouterr().err
+    # Of two kept conversions at the run's size, the run's own (crop), not the newer one with other rows (stretch).
+    from datasets import folder as own
+    own.convert(folder / "shapes", tmp_path / "datasets", height=12, width=16, resize="stretch", workers=1)
+    own.convert(folder / "shapes", tmp_path / "datasets", height=8, width=8, workers=1)
+    args = argparse.Namespace(data_dir=str(data), dataset_dir=str(tmp_path / "datasets"), weights="ema",
+                              in_memory="auto", memory_budget_gb=1.0)
+    split = evaler.prior_split(args, json.loads((run / "config.json").read_text()), run)
+    assert Path(split.path).name == "12x16x3-crop-test0.1-seed0.hdf5", split.path

@@ -290,6 +290,8 @@ def test_sigterm_saves_a_checkpoint_and_rerun_resumes(dsdir, tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"Resumed from {run / 'ckpt' / f'ckpt-{saved}'} at step {saved}." in rerun.stdout
     assert json.loads((run / "result.json").read_text())["step"] == saved + 5
+    summaries = [s for s, _ in json.loads((run / "curves.json").read_text())["train/loss_d"]]
+    assert summaries == list(range(10, saved + 6, 10)), summaries  # none lost to the stop, none twice
     # Restoring the networks first and the optional state after reads the checkpoint twice, on purpose:
     # TensorFlow must not warn at exit that a checkpoint was only partly restored.
     assert "could not be found" not in rerun.stderr and "unrestored values" not in rerun.stderr
