@@ -478,7 +478,11 @@ def _up_to_date(info: DatasetInfo | None, extra: dict, shape: tuple[int | None, 
 def _locked(where: Path, root: Path) -> Iterator[None]:
     """Hold the conversion lock of folder `root`'s `where` (datasets/<name>/): a second command converting it, or
     swapping a kept conversion in, waits for the first. Without fcntl (Windows) or a writable `where`, no lock."""
-    made = not where.exists()
+    made = []  # the folders made here, deepest first: a first conversion that fails leaves none behind
+    for p in (where, *where.parents):
+        if p.exists():
+            break
+        made.append(p)
     try:
         where.mkdir(parents=True, exist_ok=True)
         fd = os.open(where, os.O_RDONLY)
@@ -495,9 +499,9 @@ def _locked(where: Path, root: Path) -> Iterator[None]:
     finally:
         if fd is not None:
             os.close(fd)  # releases the lock
-        if made:  # a first conversion that failed leaves no empty folder
+        for p in made:  # only empty ones go: after a conversion, where holds it
             with contextlib.suppress(OSError):
-                where.rmdir()
+                p.rmdir()
 
 
 def _convert(s: Scan, dataset_dir: str | os.PathLike, height: int | None, width: int | None,
