@@ -777,6 +777,13 @@ def resume_preprocessing(args: argparse.Namespace) -> None:
     if cfg.get("dataset") != args.dataset:
         return  # the dataset differs: choose_run_dir says so
     trained = evaler.trained_preprocessing(args, cfg)
+    old = cfg.get("dataset_info") or {}
+    asked = {key: getattr(args, flag) for key, flag in (("height", "input_height"), ("width", "input_width"),
+                                                         ("channels", "channels")) if getattr(args, flag) is not None}
+    known = {"height", "width", "channels", "class_names"} <= old.keys()  # else choose_run_dir says what is wrong
+    change = dataset_change(old, {**old, **asked}) if trained is not args and asked and known else None
+    if change:  # before converting the folder at a size the run cannot resume on
+        raise UserError(f"{args.train_dir} was trained on {change}")
     for k in folder.CONVERSION_FLAGS:
         if getattr(args, k, None) is None:
             setattr(args, k, getattr(trained, k, None))

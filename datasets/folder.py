@@ -474,34 +474,69 @@ def _up_to_date(info: DatasetInfo | None, extra: dict, shape: tuple[int | None, 
     return all(a is None or a == b for a, b in zip(shape, info.shape, strict=True))
 
 
+_HELD_LOCKS: set[int] = set()  # the descriptors of the conversion locks this process holds
+
+
 @contextlib.contextmanager
 def _locked(where: Path, root: Path) -> Iterator[None]:
-    """Hold the conversion lock of folder `root`'s `where` (datasets/<name>/): a second command converting it, or
-    swapping a kept conversion in, waits for the first. Without fcntl (Windows) or a writable `where`, no lock."""
+    """Hold the conversion lock of folder `root`'s `where` (datasets/<name>/): a second command on this machine
+    converting it, or swapping a kept conversion in, waits for the first. Without fcntl (Windows), a writable `where`
+    or a file system that locks, no lock."""
     made = []  # the folders made here, deepest first: a first conversion that fails leaves none behind
     for p in (where, *where.parents):
         if p.exists():
             break
         made.append(p)
+    fd = None
     try:
-        where.mkdir(parents=True, exist_ok=True)
-        fd = os.open(where, os.O_RDONLY)
-    except OSError:  # read-only: an up-to-date conversion is read as it is; a new one fails in Writer, clearly
-        fd = None
-    try:
-        if fd is not None and fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                print(f"note: waiting for another command converting {root}", file=sys.stderr)
-                fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = _lock(where, root)
         yield
     finally:
         if fd is not None:
+            _HELD_LOCKS.discard(fd)
             os.close(fd)  # releases the lock
         for p in made:  # only empty ones go: after a conversion, where holds it
             with contextlib.suppress(OSError):
                 p.rmdir()
+
+
+def _lock(where: Path, root: Path) -> int | None:
+    """Make `where` and take its lock (flock on the folder itself); its descriptor, or None when there is none."""
+    waited = False
+    while True:
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            fd = os.open(where, os.O_RDONLY)
+        except OSError:  # read-only: an up-to-date conversion is read as it is; a new one fails in Writer, clearly
+            return None
+        if fcntl is None:
+            return fd
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not waited:
+                    print(f"note: waiting for another command converting {root}", file=sys.stderr)
+                    waited = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock (NFS directories, Lustre): no lock
+            return fd
+        _HELD_LOCKS.add(fd)
+        try:  # not removed by the holder meanwhile (its first conversion failed): else lock the one there now
+            if os.fstat(fd).st_ino == os.stat(where).st_ino:
+                return fd
+        except OSError:
+            pass
+        _HELD_LOCKS.discard(fd)
+        os.close(fd)
+
+
+def _close_held_locks(fds: tuple[int, ...]) -> None:
+    """In a forked decoding worker: close the inherited lock descriptors, so that a worker outliving a killed
+    parent does not hold the folder's lock."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _convert(s: Scan, dataset_dir: str | os.PathLike, height: int | None, width: int | None,
@@ -687,7 +722,8 @@ def process_pool(workers: int, n: int) -> ProcessPoolExecutor | None:
         return None
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_close_held_locks,
+                               initargs=(tuple(_HELD_LOCKS),))
     pool.submit(int).result()  # start the workers now, before the output file is open (they must not inherit it)
     return pool
 

@@ -322,6 +322,28 @@ def test_a_second_conversion_of_a_folder_waits_for_the_first(tmp_path, capsys):
     assert "note: waiting for another command converting" in capsys.readouterr().err
 
 
+def _inode(fd: int) -> int | None:
+    """The inode open at `fd` in this process (a pool worker), or None."""
+    try:
+        return os.fstat(fd).st_ino
+    except OSError:
+        return None
+
+
+@pytest.mark.skipif(folder.fcntl is None, reason="no fcntl (Windows)")
+def test_decoding_workers_do_not_hold_the_folder_lock(tmp_path):
+    """A forked worker that outlives a killed conversion must not keep the folder locked for every later command."""
+    where = tmp_path / "datasets" / "w"
+    with folder._locked(where, tmp_path):
+        (fd,) = folder._HELD_LOCKS
+        pool = folder.process_pool(2, folder.SERIAL_BELOW)
+        try:
+            assert pool.submit(_inode, fd).result() != where.stat().st_ino
+        finally:
+            pool.shutdown()
+    assert not folder._HELD_LOCKS and not (tmp_path / "datasets").exists()
+
+
 def test_num_class_mismatch_names_the_folders(tmp_path):
     make_set(tmp_path / "data" / "nc", {"cat": 2, "dog": 2})
     for n in (1, 3):
