@@ -26,5 +26,6 @@ print(f"  semi-supervised GAN   {ssgan['test_accuracy']:.4f}   ({ssgan['step']} 
 print(f"  supervised only       {sup['test_accuracy']:.4f}   (same discriminator, labelled images only)")
 print(f"Sample grids:  {os.environ['SSGAN']}/samples/")
 print(f"Confusion:     {os.environ['SSGAN']}/confusion_{os.path.basename(ssgan['checkpoint'])}.png")
+print(f"Curves:        {os.environ['SSGAN']}/curves.png")
 print(f"TensorBoard:   .venv/bin/tensorboard --logdir train_dir")
 PY
