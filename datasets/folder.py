@@ -563,13 +563,14 @@ def _convert_locked(s: Scan, path: Path, height: int | None, width: int | None, 
     if not force and _up_to_date(existing, extra, (height, width, channels)):
         return path
     shape = defaults(s, height, width, channels, seed)
-    earlier = None if force else next((p for p, i in kept_conversions(path) if _up_to_date(i, extra, shape)), None)
-    if earlier is not None and _swap_in(earlier, path, existing, s):
+    earlier = None if force else next(((p, i) for p, i in kept_conversions(path) if _up_to_date(i, extra, shape)),
+                                      None)
+    if earlier is not None and _swap_in(*earlier, path, existing, s):
         return path
     info = DatasetInfo(name=s.root.name, height=shape[0], width=shape[1], channels=shape[2],
                        class_names=list(s.class_names), extra=extra)
-    held = _keep(path, existing, s.fingerprint) if existing is None or _kept_name(existing) != _kept_name(info) \
-        else None  # --force at the same settings replaces it
+    held = None if existing is None or _kept_name(existing) == _kept_name(info) \
+        else _keep(path, existing, s.fingerprint)  # --force at the same settings replaces it
     _note_replaced(existing, info, s.root, held is not None)
     _write(path, info, s.root, _splits(s, test_fraction, seed), resize, workers)
     _kept_now(path, held, s.fingerprint, _kept_name(info))
@@ -657,15 +658,15 @@ def _kept_now(path: Path, held: Path | None, fingerprint: str, current: str) -> 
             p.unlink()
 
 
-def _swap_in(kept: Path, path: Path, existing: DatasetInfo | None, s: Scan) -> bool:
-    """Make the kept conversion `kept` the current one at `path` (no decoding), keeping the current one; False if
-    the file system refused."""
+def _swap_in(kept: Path, info: DatasetInfo, path: Path, existing: DatasetInfo | None, s: Scan) -> bool:
+    """Make the kept conversion `kept` (of `info`) the current one at `path` (no decoding), keeping the current one;
+    False if the file system refused."""
     held = _keep(path, existing, s.fingerprint)
     try:
         os.replace(kept, path)
     except OSError:
         return False
-    print(f"note: using the conversion of {s.root} at {_settings(read_info(path))} kept from before (in "
+    print(f"note: using the conversion of {s.root} at {_settings(info)} kept from before (in "
           f"{KEPT_DIR}/, not decoded again); later commands without these flags use it", file=sys.stderr)
     _kept_now(path, held, s.fingerprint, kept.name)
     return True
