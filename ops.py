@@ -39,6 +39,31 @@ def supervised_loss(class_logits: tf.Tensor, labels: tf.Tensor, smoothing: float
     return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=target, logits=class_logits))
 
 
+def mixup(x: tf.Tensor, labels: tf.Tensor, n: int, alpha: float, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Each labelled image blended with another of the batch (Zhang et al. 2018's mixup), with soft targets.
+
+    The weight of the image's own is max(l, 1 - l), l ~ Beta(alpha, alpha) (as in MixMatch), so each blend
+    stays nearer the image whose label its row holds. `seed` is a stateless seed pair. Returns the blends and
+    their targets, the same blend of the two images' one-hot labels.
+    """
+    b = tf.shape(x)[0]
+    s1, s2, s3 = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    g1 = tf.random.stateless_gamma([b], s1, alpha)
+    g2 = tf.random.stateless_gamma([b], s2, alpha)
+    lam = g1 / (g1 + g2)
+    lam = tf.maximum(lam, 1.0 - lam)
+    perm = tf.argsort(tf.random.stateless_uniform([b], s3))
+    w = tf.reshape(tf.cast(lam, x.dtype), [-1] + [1] * (len(x.shape) - 1))
+    target = tf.one_hot(labels, n)
+    return (w * x + (1.0 - w) * tf.gather(x, perm),
+            lam[:, None] * target + (1.0 - lam[:, None]) * tf.gather(target, perm))
+
+
+def soft_supervised_loss(class_logits: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """Cross-entropy of the n real classes against soft targets (mean over the batch)."""
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=target, logits=class_logits))
+
+
 def unsupervised_loss(real_logits_real: tf.Tensor, real_logits_fake: tf.Tensor,
                       label_smoothing: float = 0.0) -> tf.Tensor:
     """Discriminator GAN loss: -log D(real|x_real) - log D(fake|x_fake), one-sided smoothing on real.

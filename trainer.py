@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one-sided smoothing of D's real/fake loss: real target 1 - s")
     g.add_argument("--sup_smoothing", type=rate, default=0.0,
                    help="label smoothing of the labelled images' class targets: 1 - s + s/n on the true class")
+    g.add_argument("--sup_mixup", type=non_negative_float, default=0.0,
+                   help="mixup of the labelled images (Zhang et al.): each blended with another of its batch, "
+                        "its own weight max(l, 1 - l), l ~ Beta(a, a), and the labels blended alike; a = this "
+                        "value (0: off; it lifts the supervised-only baseline, not the SSGAN: docs/experiments.md)")
     g.add_argument("--unsup_weight", type=non_negative_float, default=1.0, help="weight of D's real/fake loss")
     g.add_argument("--entropy_weight", type=non_negative_float, default=0.0,
                    help="entropy minimisation on unlabelled (Dai et al.)")
@@ -442,6 +446,7 @@ class GAN(tf.Module):
 
     def __init__(self, args: argparse.Namespace, shape: tuple[int, int, int], num_class: int):
         super().__init__(name="gan")
+        self.num_class = num_class
         keras_seed(args.seed)
         with model.mixed_precision(args.mixed_precision):
             self.D, self.D_ema = (config.discriminator_of(vars(args), shape, num_class) for _ in range(2))
@@ -539,6 +544,14 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
         """D's update; with --g_update joint, also G's first update, from the same pass of D."""
         n_l, n_u = tf.shape(x_lab)[0], tf.shape(x_unl)[0]
         z = gan.rng.normal([n_u, args.z_dim])
+        target = None
+        if args.sup_mixup:
+            x_lab, target = ops.mixup(x_lab, y_lab, gan.num_class, args.sup_mixup, gan.rng.make_seeds(1)[:, 0])
+
+        def sup_loss(logits):
+            if target is not None:
+                return ops.soft_supervised_loss(logits, target)
+            return ops.supervised_loss(logits, y_lab, args.sup_smoothing)
         loss_vat = loss_g = tf.constant(0.0)
         if vat:
             # VAT regularises the classifier used at test time: D without its noise and dropout.
@@ -550,7 +563,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
                 loss_vat = ops.kl_divergence(clean, class_logits(x_unl + r_adv))
             if args.supervised_only:
                 logits, _, _ = float32(D(seen(x_lab), training=True))
-                loss_sup = ops.supervised_loss(logits, y_lab, args.sup_smoothing)
+                loss_sup = sup_loss(logits)
                 loss_unsup = loss_ent = loss_bal = loss_cons = tf.constant(0.0)
                 p_real = p_fake = tf.zeros([n_u])
             else:
@@ -570,7 +583,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
                     logits, fake, _ = float32(D(seen(tf.concat([x_lab, x_unl, x_fake, *again], 0)), training=True))
                 real = ops.real_logit(logits, fake)
                 unl, gen = slice(n_l, n_l + n_u), slice(n_l + n_u, n_l + 2 * n_u)
-                loss_sup = ops.supervised_loss(logits[:n_l], y_lab, args.sup_smoothing)
+                loss_sup = sup_loss(logits[:n_l])
                 loss_unsup = ops.unsupervised_loss(real[unl], real[gen], args.label_smoothing)
                 loss_ent = ops.entropy_loss(logits[unl])
                 loss_bal = ops.balance_loss(logits[unl])
@@ -805,6 +818,9 @@ def check_sizes(args: argparse.Namespace, n_train: int, n_test: int, replicas: i
                         f"(e.g. {replicas * max(1, args.batch_size // replicas)})")
     if args.d_hidden_noise is not None and args.arch == "conv":
         raise UserError("--d_hidden_noise is for the mlp and lenet Ds; the conv D has dropout instead: drop the flag")
+    if args.sup_mixup and args.jit:
+        raise UserError("--sup_mixup draws Beta-distributed weights, which XLA cannot compile; "
+                        "drop --jit or --sup_mixup")
     if args.batch_size > n_train:
         raise UserError(f"--batch_size {args.batch_size} is larger than the {n_train} training images; lower it")
     if n_test == 0:

@@ -115,6 +115,27 @@ def test_virtual_adversarial_direction_has_norm_eps_and_beats_random_directions(
     assert kl_adv > 5 * kl_random
 
 
+def test_mixup_blends_each_image_with_one_other_nearer_itself_and_the_labels_alike():
+    x = tf.constant(np.arange(8, dtype=np.float32)[:, None, None, None] * 10 + np.zeros((8, 2, 2, 1), np.float32))
+    y = tf.range(8)  # one class per image, so each target names the two images blended
+    mixed, target = ops.mixup(x, y, 8, 0.5, tf.constant([3, 4]))
+    m, t = mixed.numpy()[:, 0, 0, 0], target.numpy()
+    np.testing.assert_allclose(t.sum(1), 1, rtol=1e-6)
+    partners = []
+    for i in range(8):
+        own = t[i, i]
+        assert own >= 0.5 - 1e-6  # max(l, 1 - l)
+        j = int(np.argmax(np.where(np.arange(8) == i, -1, t[i]))) if own < 1 - 1e-6 else i
+        partners.append(j)
+        # the image is the same blend of x_i and x_j as its target is of their labels
+        assert m[i] == pytest.approx(10 * (own * i + (1 - own) * j), abs=1e-3)
+    assert sorted(partners) == list(range(8))  # a permutation of the batch
+    again, _ = ops.mixup(x, y, 8, 0.5, tf.constant([3, 4]))
+    np.testing.assert_array_equal(again.numpy(), mixed.numpy())  # stateless: the seed decides
+    other, _ = ops.mixup(x, y, 8, 0.5, tf.constant([5, 6]))
+    assert not np.array_equal(other.numpy(), mixed.numpy())
+
+
 def test_accuracy():
     logits = tf.constant([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     assert ops.accuracy(logits, tf.constant([0, 1, 1])).numpy() == pytest.approx(2 / 3)

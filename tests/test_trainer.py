@@ -67,6 +67,16 @@ def test_sup_smoothing_keeps_the_labelled_loss_above_its_targets_entropy(dsdir, 
     assert min(loss.values()) > floor - 1e-3 and loss[40] - floor < 0.5 * (loss[10] - floor), loss
 
 
+def test_sup_mixup_trains_on_blends_with_soft_targets(dsdir, tmp_path):
+    run = tmp_path / "mixup"
+    result = train(dsdir, run, "--max_steps", "40", "--lr", "0.003", "--sup_mixup", "1")
+    loss = scalars(run, "train/loss_sup")
+    # blends of two classes cannot be fitted to one-hot confidence: the loss keeps the entropy of their
+    # soft targets (about 0.4 nats on average for a = 1), where the one-hot fixture falls far below it
+    assert min(loss.values()) > 0.2 and loss[40] < loss[10], loss
+    assert result["test_accuracy"] > 0.6
+
+
 def test_run_dir_holds_config_indices_checkpoints_and_samples(trained):
     run, result = trained
     cfg = json.loads((run / "config.json").read_text())
