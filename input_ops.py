@@ -247,8 +247,9 @@ def _rows(split: Split, i: np.ndarray) -> np.ndarray:
 
 
 def _file_images(split: Split):
-    """The split's images in its HDF5 file (opened once per split, by load_split)."""
-    return split.cached("file", lambda: h5py.File(split.path, "r")[f"{split.name}/images"])
+    """The split's images in its HDF5 file, through the handle load_split opened and keeps: never re-opened by
+    path, where another conversion may have been swapped in since."""
+    return split._cache["file"]
 
 
 def _read_rows(split: Split, i: np.ndarray) -> np.ndarray:
