@@ -250,7 +250,8 @@ def resolve_dataset(args: argparse.Namespace) -> tuple[Path, fmt.DatasetInfo]:
     if args.dataset not in datasets.SOURCES and folder.is_folder_dataset(args.dataset, args.data_dir):
         path = folder.ensure(args.dataset, data_dir=args.data_dir, dataset_dir=args.dataset_dir,
                              height=args.input_height, width=args.input_width, channels=args.channels,
-                             num_class=args.num_class, test_fraction=args.test_fraction, resize=args.resize)
+                             num_class=args.num_class, test_fraction=args.test_fraction, resize=args.resize,
+                             seed=getattr(args, "conversion_seed", None))
     else:
         path = datasets.require(args.dataset_dir, args.dataset, args.data_dir)
     info = fmt.read_info(path)
@@ -258,6 +259,9 @@ def resolve_dataset(args: argparse.Namespace) -> tuple[Path, fmt.DatasetInfo]:
     # records the defaults, as runs always have.
     args.resize = info.extra.get("resize", args.resize or folder.DEFAULT_RESIZE)
     args.test_fraction = float(info.extra.get("test_fraction", args.test_fraction or folder.DEFAULT_TEST_FRACTION))
+    # An own folder's conversion seed (`download.py --folder --seed`: its test split and train order), so that
+    # resuming or evaluating the run goes back to the conversion of that seed (None: a downloaded dataset).
+    args.conversion_seed = info.extra.get("seed")
     check_shape_flags(args, info.height, info.width, info.num_class, f"dataset {args.dataset}")
     return path, info
 

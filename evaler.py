@@ -460,7 +460,8 @@ def trained_preprocessing(args: argparse.Namespace, cfg: dict) -> argparse.Names
     given = {"input_height": info["height"], "input_width": info["width"], "channels": info["channels"]}
     if cfg.get("dataset") == args.dataset:
         given |= {"resize": cfg.get("resize", args.resize),
-                  "test_fraction": cfg.get("test_fraction", args.test_fraction)}
+                  "test_fraction": cfg.get("test_fraction", args.test_fraction),
+                  "conversion_seed": cfg.get("conversion_seed")}  # None (a run from before stop 44): as converted
     return argparse.Namespace(**{**vars(args), **given})
 
 

@@ -320,9 +320,12 @@ DERIVED_KEYS = ("flip_unlabeled", "g_update")
 # The size flags: what they asked for is compared as the images' shape (dataset_change), so a run started without
 # them resumes with the flags of the size it was trained at, as that error advises.
 SHAPE_KEYS = {"input_height", "input_width", "channels"}
+# The conversion seed of an own folder (config.resolve_dataset) is compared as the rows it gives (dataset_change), and
+# resume_preprocessing takes the run's: a run from before stop 44 has none.
+CONVERSION_KEYS = {"conversion_seed"}
 
 
-def config_diff(old: dict, record: dict, ignore=RESUMABLE_KEYS | SHAPE_KEYS) -> list[str]:
+def config_diff(old: dict, record: dict, ignore=RESUMABLE_KEYS | SHAPE_KEYS | CONVERSION_KEYS) -> list[str]:
     """Flags that differ between a run's config.json and this command (those in `ignore` aside; the
     dataset and the size flags are compared by dataset_change), the ones trainer.py derives from others last.
 
@@ -800,6 +803,7 @@ def resume_preprocessing(args: argparse.Namespace) -> None:
     for k in folder.CONVERSION_FLAGS:
         if getattr(args, k, None) is None:
             setattr(args, k, getattr(trained, k, None))
+    args.conversion_seed = getattr(trained, "conversion_seed", None)
 
 
 def init_weights(gan: GAN, split: input_ops.Split, args: argparse.Namespace, strategy) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import download
 import evaler
 import trainer
 from tests.tiny import TINY_FLAGS, tiny_images
@@ -139,6 +140,28 @@ def test_a_run_whose_folder_was_converted_at_another_size_since_resumes_on_its_o
     err = capsys.readouterr().err
     assert "kept from before (in kept/, not decoded again)" in err and "converting shapes" not in err, err
     assert (run / "ckpt" / "ckpt-7.index").exists()
+
+
+def test_a_run_resumes_and_is_evaluated_on_its_conversion_seed_after_another_seeds_conversion(folder, tmp_path,
+                                                                                               capsys):
+    """`download.py --folder --seed 5` gives the folder another test split and train order; a run of the seed-0
+    conversion resumes on it (kept) and is evaluated on it, where before stop 44 it was refused as a changed folder."""
+    common = flags(folder, tmp_path)
+    run = tmp_path / "run"
+    trainer.main([*common, "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS, "--max_steps", "5"])
+    assert json.loads((run / "config.json").read_text())["conversion_seed"] == 0
+    (before,) = evaler.main([*common, "--checkpoint", str(run), "--json"])
+    download.main(["--folder", str(folder / "shapes"), "--dataset_dir", str(tmp_path / "datasets"),
+                   "--input_height", "12", "--input_width", "16", "--seed", "5"])
+    capsys.readouterr()
+    assert trainer.main([*common, "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS,
+                         "--max_steps", "7"])["step"] == 7
+    assert "kept from before (in kept/, not decoded again)" in capsys.readouterr().err
+    download.main(["--folder", str(folder / "shapes"), "--dataset_dir", str(tmp_path / "datasets"),
+                   "--input_height", "12", "--input_width", "16", "--seed", "5"])
+    (after,) = evaler.main([*common, "--checkpoint", str(run / "ckpt" / "ckpt-5"), "--json"])
+    assert "has changed" not in capsys.readouterr().err
+    assert after["num_examples"] == before["num_examples"] and after["accuracy"] == before["accuracy"]
 
 
 def test_prior_is_fitted_on_a_linked_folders_conversion_without_converting_it(folder, tmp_path, capsys):
