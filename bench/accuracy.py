@@ -290,7 +290,11 @@ def reusable(old: dict[str, dict], cmds: dict) -> dict:
     def same(recorded: dict, cmd: str) -> bool:
         args = trainer.parse_args(shlex.split(cmd)[2:])
         trainer.resolve_flips(args, recorded["dataset_info"]["class_names"])  # as the trainer records them
-        return not trainer.config_diff(recorded, trainer.flags_record(args), ignore={"dataset_info"})
+        for k in ("resize", "test_fraction"):  # recorded as the dataset was converted; unset, they take those
+            if getattr(args, k) is None:
+                setattr(args, k, recorded.get(k))
+        return not trainer.config_diff(recorded, trainer.flags_record(args),
+                                       ignore={"dataset_info", *trainer.CONVERSION_KEYS})
 
     return {k: old[c] for k, c in found.items()
             if "class_names" in old[c].get("trainer_config", {}).get("dataset_info", {})

@@ -75,7 +75,9 @@ def test_resume_reuses_only_runs_trained_as_the_command_trains_today():
     trainer_args = trainer.parse_args(shlex.split(cmd)[2:])
     names = fashion_mnist.CLASS_NAMES
     trainer.resolve_flips(trainer_args, names)
-    today = {**trainer.flags_record(trainer_args), "dataset_info": {"height": 28, "class_names": names}}
+    # config.resolve_dataset records the downloaded dataset's conversion settings: the defaults, and no seed
+    today = {**trainer.flags_record(trainer_args), "resize": "crop", "test_fraction": 0.1, "conversion_seed": None,
+             "dataset_info": {"height": 28, "class_names": names}}
     assert today["g_arch"] == "conv" and today["fm_features"] == "noisy" and today["flip_classes"] == "0,1,2,3,4,6,8"
     assert today["flip_unlabeled"] == "predicted"
     assert today["d_width"] == 40  # lenet's width, recorded since stop 39
