@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sup_mixup", type=non_negative_float, default=0.0,
                    help="mixup of the labelled images (Zhang et al.): each blended with another of its batch, "
                         "its own weight max(l, 1 - l), l ~ Beta(a, a), and the labels blended alike; a = this "
-                        "value (0: off; it lifts the supervised-only baseline, not the SSGAN: docs/experiments.md)")
+                        "value (0: off; it lifts the supervised-only baseline, not the SSGAN: docs/experiments.md). "
+                        "train/acc_lab then scores the blends against each one's own label")
     g.add_argument("--unsup_weight", type=non_negative_float, default=1.0, help="weight of D's real/fake loss")
     g.add_argument("--entropy_weight", type=non_negative_float, default=0.0,
                    help="entropy minimisation on unlabelled (Dai et al.)")
@@ -217,7 +218,7 @@ def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
             more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
             raise UserError(f"{run} was trained with {given}{more}; pass the same flags to resume it, or choose a "
                             "new --train_dir")
-        change = dataset_change(old["dataset_info"], record["dataset_info"])
+        change = dataset_change(old["dataset_info"], record["dataset_info"], seeds_of(old, record))
         if change:
             raise UserError(f"{run} was trained on {change}")
     elif run.exists() and not run.is_dir():
@@ -250,9 +251,14 @@ def is_run_file(name: str) -> bool:
     return name in RUN_FILES or name.startswith(".") or config.is_run_image(name)
 
 
-def dataset_change(old: dict, new: dict) -> str | None:
+def seeds_of(old: dict, record: dict) -> tuple:
+    """The own folder conversion seeds of a run's config.json and of this command's record (None: unknown)."""
+    return old.get("conversion_seed"), record.get("conversion_seed")
+
+
+def dataset_change(old: dict, new: dict, seeds: tuple = (None, None)) -> str | None:
     """How the dataset a run was trained on (its config.json's dataset_info) differs from `new`, and the fix;
-    None if it does not."""
+    None if it does not. `seeds`: the run's own folder conversion seed and the current conversion's, if known."""
     shape, now = (old["height"], old["width"], old["channels"]), (new["height"], new["width"], new["channels"])
     if shape != now:
         sizes = f"--input_height {shape[0]} --input_width {shape[1]}" + (
@@ -264,6 +270,10 @@ def dataset_change(old: dict, new: dict) -> str | None:
         return (f"the classes {', '.join(old['class_names'])}, but the dataset now has "
                 f"{', '.join(new['class_names'])}; restore them to resume it, or choose a new --train_dir")
     if "files" in old and old["files"] != new.get("files"):  # runs from before stop 32 did not record the files
+        if None not in seeds and seeds[0] != seeds[1]:
+            return (f"its image folder converted with --seed {seeds[0]}, not the current conversion's --seed "
+                    f"{seeds[1]}; pass the run as --train_dir to resume it on its own conversion (kept from before "
+                    "or made again), or choose a new --train_dir")
         return ("its image folder as it was, and the folder has changed since (images added, removed or renamed), "
                 "so the run's labelled subset and test split would now be other images; restore the folder to "
                 "resume the run, or choose a new --train_dir")
@@ -358,7 +368,7 @@ def _default_run_dir(args: argparse.Namespace, record: dict) -> Path:
                 except UserError:  # a damaged run dir is not resumed by default; naming it with --train_dir says why
                     continue
                 diff = config_diff(old, record)
-                change = dataset_change(old["dataset_info"], record["dataset_info"])
+                change = dataset_change(old["dataset_info"], record["dataset_info"], seeds_of(old, record))
                 if not diff and not change:
                     print(f"Resuming the unfinished run {run} (same flags); --new_run starts afresh.")
                     return run
@@ -822,6 +832,8 @@ def check_sizes(args: argparse.Namespace, n_train: int, n_test: int, replicas: i
                         f"(e.g. {replicas * max(1, args.batch_size // replicas)})")
     if args.d_hidden_noise is not None and args.arch == "conv":
         raise UserError("--d_hidden_noise is for the mlp and lenet Ds; the conv D has dropout instead: drop the flag")
+    if args.sup_mixup and args.sup_smoothing:
+        raise UserError("--sup_mixup and --sup_smoothing both soften the labelled targets; choose one")
     if args.sup_mixup and args.jit:
         raise UserError("--sup_mixup draws Beta-distributed weights, which XLA cannot compile; "
                         "drop --jit or --sup_mixup")

@@ -145,15 +145,22 @@ def test_a_run_whose_folder_was_converted_at_another_size_since_resumes_on_its_o
 def test_a_run_resumes_and_is_evaluated_on_its_conversion_seed_after_another_seeds_conversion(folder, tmp_path,
                                                                                                capsys):
     """`download.py --folder --seed 5` gives the folder another test split and train order; a run of the seed-0
-    conversion resumes on it (kept) and is evaluated on it, where before stop 44 it was refused as a changed folder."""
+    conversion resumes on it (kept) with --train_dir and is evaluated on it, where before stop 44 it was refused as a
+    changed folder; without --train_dir a new run starts, naming the seeds."""
     common = flags(folder, tmp_path)
-    run = tmp_path / "run"
-    trainer.main([*common, "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS, "--max_steps", "5"])
+    by_default = [*common, "--runs_dir", str(tmp_path / "runs"), "--num_labeled", "15", *TINY_FLAGS]
+    trainer.main([*by_default, "--max_steps", "5"])
+    (run,) = (tmp_path / "runs").iterdir()
     assert json.loads((run / "config.json").read_text())["conversion_seed"] == 0
     (before,) = evaler.main([*common, "--checkpoint", str(run), "--json"])
+    (run / "result.json").unlink()  # as if it had been stopped: an unfinished run, which commands resume by default
     download.main(["--folder", str(folder / "shapes"), "--dataset_dir", str(tmp_path / "datasets"),
                    "--input_height", "12", "--input_width", "16", "--seed", "5"])
     capsys.readouterr()
+    # the same command without --train_dir does not resume it on the other seed's rows, and says why
+    trainer.main([*by_default, "--max_steps", "7"])
+    assert (f"the unfinished run {run} was trained on its image folder converted with --seed 0, not the current "
+            "conversion's --seed 5 (pass --train_dir") in capsys.readouterr().out
     assert trainer.main([*common, "--train_dir", str(run), "--num_labeled", "15", *TINY_FLAGS,
                          "--max_steps", "7"])["step"] == 7
     assert "kept from before (in kept/, not decoded again)" in capsys.readouterr().err

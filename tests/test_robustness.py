@@ -276,6 +276,8 @@ BAD_INPUTS = [
     ("negative hidden noise", "trainer", ["--d_hidden_noise", "-1"], r"must be >= 0, got -1"),
     ("hidden noise for conv", "trainer", ["--arch", "conv", "--d_hidden_noise", "0.3"], r"conv D has dropout instead"),
     ("mixup under XLA", "trainer", ["--sup_mixup", "1", "--jit"], r"XLA cannot compile; drop --jit or --sup_mixup"),
+    ("mixup with smoothing", "trainer", ["--sup_mixup", "1", "--sup_smoothing", "0.1"],
+     r"both soften the labelled targets; choose one"),
     ("dropout of every pixel", "trainer", ["--d_input_dropout", "1"], r"must be below 1, got 1"),
     ("negative width", "trainer", ["--d_width", "-3"], r"--d_width: must be >= 0, got -3"),
     ("negative learning rate", "trainer", ["--lr", "-1"], r"--lr: must be a positive number, got -1"),
