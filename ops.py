@@ -35,8 +35,7 @@ def supervised_loss(class_logits: tf.Tensor, labels: tf.Tensor, smoothing: float
     if not smoothing:
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=class_logits))
     n = class_logits.shape[-1]
-    target = tf.one_hot(labels, n) * (1.0 - smoothing) + smoothing / n
-    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=target, logits=class_logits))
+    return soft_supervised_loss(class_logits, tf.one_hot(labels, n) * (1.0 - smoothing) + smoothing / n)
 
 
 def mixup(x: tf.Tensor, labels: tf.Tensor, n: int, alpha: float, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
