@@ -322,8 +322,7 @@ def flags_record(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k not in RUN_ONLY_KEYS}
 
 
-# Flags that trainer.py sets from others (resolve_flips; train, for --g_update): a difference in them follows from
-# one in those.
+# Flags that trainer.py sets from others (resolve_derived): a difference in them follows from one in those.
 DERIVED_KEYS = ("flip_unlabeled", "g_update")
 
 
@@ -399,17 +398,20 @@ def flip_classes(spec: str, dataset: str, class_names: list[str]) -> list[int]:
     return sorted(indices)
 
 
-def resolve_flips(args: argparse.Namespace, class_names: list[str]) -> list[int]:
-    """--flip_classes as class indices; args.flip_classes becomes their plain spelling ("0,2" or "none").
+def resolve_derived(args: argparse.Namespace, class_names: list[str]) -> list[int]:
+    """Sets DERIVED_KEYS as config.json records them, and returns --flip_classes as class indices.
 
-    config.json records that spelling, not "auto", whose meaning depends on the dataset (and may change).
-    With no class to mirror, or no unlabelled images (--supervised_only), --flip_unlabeled does nothing and
-    is recorded as none, so such runs from before the flag resume.
+    args.flip_classes becomes their plain spelling ("0,2" or "none"), not "auto", whose meaning depends on the
+    dataset (and may change). With no class to mirror, or no unlabelled images (--supervised_only),
+    --flip_unlabeled does nothing and is recorded as none; with no G update (--supervised_only, --g_steps 0),
+    --g_update is recorded as alternating; so such runs from before either flag resume.
     """
     flips = flip_classes(args.flip_classes, args.dataset, class_names)
     args.flip_classes = ",".join(map(str, flips)) or "none"
     if not flips or args.supervised_only:
         args.flip_unlabeled = "none"
+    if args.supervised_only or not args.g_steps:
+        args.g_update = "alternating"
     return flips
 
 
@@ -745,9 +747,7 @@ def train(args: argparse.Namespace) -> dict:
     resume_preprocessing(args)
     path, info = config.resolve_dataset(args)
     # Everything is checked before the run dir is made: a bad flag leaves nothing behind.
-    flips = resolve_flips(args, info.class_names)
-    if args.supervised_only or not args.g_steps:  # no G update: recorded as runs from before --g_update were
-        args.g_update = "alternating"
+    flips = resolve_derived(args, info.class_names)
     run, record = choose_run_dir(args, info)
     train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
     test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)

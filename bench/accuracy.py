@@ -289,7 +289,7 @@ def reusable(old: dict[str, dict], cmds: dict) -> dict:
 
     def same(recorded: dict, cmd: str) -> bool:
         args = trainer.parse_args(shlex.split(cmd)[2:])
-        trainer.resolve_flips(args, recorded["dataset_info"]["class_names"])  # as the trainer records them
+        trainer.resolve_derived(args, recorded["dataset_info"]["class_names"])  # as the trainer records them
         for k in ("resize", "test_fraction"):  # recorded as the dataset was converted; unset, they take those
             if getattr(args, k) is None:
                 setattr(args, k, recorded.get(k))

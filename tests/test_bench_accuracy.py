@@ -74,7 +74,7 @@ def test_resume_reuses_only_runs_trained_as_the_command_trains_today():
     # what the run's config.json holds: the command's flags as the trainer resolves them, and the dataset
     trainer_args = trainer.parse_args(shlex.split(cmd)[2:])
     names = fashion_mnist.CLASS_NAMES
-    trainer.resolve_flips(trainer_args, names)
+    trainer.resolve_derived(trainer_args, names)
     # config.resolve_dataset records the downloaded dataset's conversion settings: the defaults, and no seed
     today = {**trainer.flags_record(trainer_args), "resize": "crop", "test_fraction": 0.1, "conversion_seed": None,
              "dataset_info": {"height": 28, "class_names": names}}
@@ -98,3 +98,22 @@ def test_resume_reuses_only_runs_trained_as_the_command_trains_today():
     no_names = {**today, "dataset_info": {"height": 28}}  # recorded before config.json named the classes
     assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": no_names}}, {key: cmd}) == {}
     assert accuracy.reusable({"other": {"command": "other"}}, {key: cmd}) == {}
+
+
+def test_resume_reuses_supervised_only_runs():
+    """A supervised-only run records --g_update alternating (it has no G update); the comparison derives it too."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import accuracy
+
+    import trainer
+    from datasets import fashion_mnist
+    args = accuracy.parse_args(["--labels", "100", "--seeds", "1", "--methods", "supervised"])
+    key = (100, "supervised", 0)
+    cmd = shlex.join(accuracy.trainer_cmd(args, [], *key, Path("runs") / "r"))
+    trainer_args = trainer.parse_args(shlex.split(cmd)[2:])
+    trainer.resolve_derived(trainer_args, fashion_mnist.CLASS_NAMES)
+    recorded = {**trainer.flags_record(trainer_args), "resize": "crop", "test_fraction": 0.1, "conversion_seed": None,
+                "dataset_info": {"height": 28, "class_names": fashion_mnist.CLASS_NAMES}}
+    assert recorded["supervised_only"] and recorded["g_update"] == "alternating"
+    assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": recorded}}, {key: cmd}) == {
+        key: {"command": cmd, "trainer_config": recorded}}
