@@ -73,7 +73,18 @@ def read_run_config(run: Path) -> dict:
                         "or train a new run") from None
     if not isinstance(cfg, dict) or "dataset_info" not in cfg:
         raise UserError(f"{path} is not a run's config (no dataset_info); restore it from a copy, or train a new run")
+    info = cfg["dataset_info"]
+    missing = [k for k in RUN_CONFIG_KEYS if k not in cfg] + (
+        [f"dataset_info.{k}" for k in DATASET_INFO_KEYS if k not in info] if isinstance(info, dict)
+        else ["dataset_info's fields"])
+    if missing:
+        raise UserError(f"{path} is damaged (no {', '.join(missing[:3])}); restore it from a copy, or train a new run")
     return cfg
+
+
+# What every run's config.json has held, and the code reads without a fallback for older runs.
+RUN_CONFIG_KEYS = ("dataset", "arch", "head", "z_dim", "g_width", "seed")
+DATASET_INFO_KEYS = ("height", "width", "channels", "num_class")
 
 
 # The images the evaler writes into a run dir, by kind: a run dir may hold them (trainer.is_run_file).

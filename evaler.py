@@ -22,6 +22,7 @@ in --dataset_dir.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import io
@@ -295,10 +296,8 @@ def curves_image(series: dict[str, list[tuple[int, float]]], title: str) -> np.n
 
 def save_png(grid: np.ndarray, path: Path) -> None:
     """Write a uint8 [H,W,1|3] image as PNG (atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_target(path) as tmp:
+        Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
 
 
 # ---------------------------------------------------------------- restoring a run
@@ -383,8 +382,16 @@ def _restore_quietly(ckpt: tf.train.Checkpoint, path: str) -> None:
 
 def none_readable(run: Path, n: int) -> UserError:
     """The error when none of a run's n checkpoints can be read."""
-    return UserError(f"none of the {n} checkpoints of {run} is readable (their files are cut short or missing); "
-                     "delete its ckpt folder and train it again")
+    which = f"the only checkpoint of {run} is unreadable (its files are" if n == 1 else \
+        f"none of the {n} checkpoints of {run} is readable (their files are"
+    return UserError(f"{which} cut short or missing); delete its ckpt folder and train it again")
+
+
+def unreadable_one(run: Path, e: UnreadableCheckpoint) -> UserError:
+    """The error when the one checkpoint asked for is unreadable: `e` ("pass another checkpoint") where the run has
+    others, none_readable where it has no other."""
+    state = tf.train.get_checkpoint_state(str(run / "ckpt"))
+    return none_readable(run, 1) if state is not None and len(state.all_model_checkpoint_paths) == 1 else e
 
 
 def restore_newest(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpts: list[str], weights: str = "ema"
@@ -394,9 +401,9 @@ def restore_newest(D: tf.keras.Model, G: tf.keras.Model, run: Path, ckpts: list[
     for ckpt in reversed(ckpts):
         try:
             return ckpt, restore_into(D, G, run, ckpt, weights)
-        except UnreadableCheckpoint:
+        except UnreadableCheckpoint as e:
             if len(ckpts) == 1:
-                raise
+                raise unreadable_one(run, e) from None
             print(f"warning: checkpoint {ckpt} is unreadable; using the one before it", file=sys.stderr)
     raise none_readable(run, len(ckpts))
 
@@ -564,7 +571,7 @@ def _restored(D, G, run: Path, ckpts: list[str], args: argparse.Namespace):
             yield ckpt, restore_into(D, G, run, ckpt, args.weights)
         except UnreadableCheckpoint as e:
             if len(ckpts) == 1:
-                raise
+                raise unreadable_one(run, e) from None
             print(f"warning: {e}; skipped", file=sys.stderr)
             skipped += 1
     if skipped == len(ckpts):
@@ -591,6 +598,10 @@ def job_of(args: argparse.Namespace) -> str:
                         "without one pass --predict PATH, --export DIR or --samples N --output grid.png")
     if job in ("evaluate", "export") and args.output:
         raise UserError(f"--output is for --predict (the CSV) or --samples alone (the PNG), not to {job}; drop it")
+    if args.output and Path(args.output).is_dir():
+        made = "predictions.csv" if job == "predict" else "samples.png"
+        raise UserError(f"--output {args.output} is a folder; name the file to write, e.g. "
+                        f"{Path(args.output) / made}")
     if job != "evaluate" and args.json:
         made = {"predict": "CSV rows to --output or stdout", "export": "a SavedModel", "samples": "a PNG grid"}[job]
         raise UserError(f"--json prints evaluation reports, and --{job} makes none (it writes {made}); drop --json")
@@ -742,12 +753,26 @@ def predictions_csv(files: list[str], probs: np.ndarray, class_names: list[str])
     return buf.getvalue()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a text file via a temporary sibling and a rename, so a stop never leaves a cut file."""
+@contextlib.contextmanager
+def atomic_target(path: Path):
+    """A temporary sibling of `path` to write in the block: renamed to `path` when the block ends, removed if the
+    block or the rename fails, so neither a stop nor an error leaves a cut file or a stray one behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        yield tmp
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a text file via atomic_target. File names that are not UTF-8 (their undecodable bytes held as
+    surrogates, as Python lists them) are written back as the bytes they were."""
+    with atomic_target(path) as tmp:
+        tmp.write_text(text, errors="surrogateescape")
 
 
 def write_json(path: Path, obj) -> None:
@@ -809,6 +834,9 @@ class Classifier(tf.Module):
 def export(args: argparse.Namespace) -> dict:
     """Write the classifier (EMA weights by default) as a SavedModel to --export, atomically."""
     out = Path(args.export)
+    if (out / "config.json").exists():  # --force would replace it, checkpoints and all
+        raise UserError(f"--export {out} is a run dir; the SavedModel goes to a folder of its own, e.g. "
+                        f"--export {out / 'export'}")
     if out.exists() and not args.force and not out.is_dir():
         raise UserError(f"--export {out} is a file, not a folder; pass --force to replace it, or choose another DIR")
     if out.exists() and not args.force and any(out.iterdir()):

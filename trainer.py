@@ -10,6 +10,7 @@ grids. Re-running the same command resumes the run; Ctrl-C or SIGTERM saves a ch
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -294,9 +295,20 @@ def check_resume_step(run: Path, max_steps: int, args: argparse.Namespace) -> No
                         "choose a new --train_dir")
 
 
-def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray) -> None:
-    """Create the run dir with its config.json and labelled indices; an unwritable dir is a clear error."""
+def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray, fresh: bool = False) -> Path:
+    """Create the run dir with its config.json and labelled indices, and return it; an unwritable dir is a clear
+    error. A `fresh` default run dir is made anew: if another run took its name since (two runs started in the
+    same second), this one gets the name with -2, -3, ... appended."""
     try:
+        if fresh:
+            for i in itertools.count(1):
+                name = run if i == 1 else run.with_name(f"{run.name}-{i}")
+                try:
+                    name.mkdir(parents=True)
+                    run = name
+                    break
+                except FileExistsError:
+                    continue
         run.mkdir(parents=True, exist_ok=True)
         evaler.write_json(run / "config.json", record)
         if not (run / "labeled_indices.json").exists():
@@ -304,6 +316,7 @@ def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray) -> None:
     except OSError as e:
         raise UserError(f"cannot write to run dir {run} ({e.strerror}); choose a writable --train_dir, "
                         "or free space") from None
+    return run
 
 
 # Flags that may change between a run and its resumption, and flags that are not the run's.
@@ -749,6 +762,7 @@ def train(args: argparse.Namespace) -> dict:
     # Everything is checked before the run dir is made: a bad flag leaves nothing behind.
     flips = resolve_derived(args, info.class_names)
     run, record = choose_run_dir(args, info)
+    fresh = not args.train_dir and not (run / "config.json").exists()
     train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
     test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)
     lab_idx = labeled_indices(run, train_split.labels, args, info.class_names)
@@ -759,7 +773,7 @@ def train(args: argparse.Namespace) -> dict:
     with strategy.scope():
         gan = GAN(args, info.shape, info.num_class)
     if chief:
-        write_run_dir(run, record, lab_idx)
+        run = write_run_dir(run, record, lab_idx, fresh)
     # Every worker takes part in saving (collective ops), but only the chief's files are kept.
     ckpt_dir = run / "ckpt" if chief else run / f".worker-{strategy.cluster_resolver.task_id}-ckpt"
     manager = tf.train.CheckpointManager(gan.checkpoint(), str(ckpt_dir), max_to_keep=args.keep if chief else 1)
@@ -810,6 +824,11 @@ def resume_preprocessing(args: argparse.Namespace) -> None:
     change = dataset_change(old, {**old, **asked}) if trained is not args and asked and known else None
     if change:  # before converting the folder at a size the run cannot resume on
         raise UserError(f"{args.train_dir} was trained on {change}")
+    differ = [k for k in ("resize", "test_fraction") if trained is not args and getattr(args, k, None) is not None
+              and getattr(args, k) != getattr(trained, k, None)]
+    if differ:  # nor with a resize or test split it was not trained with (which would become the folder's current)
+        raise UserError(f"{args.train_dir} was trained with {', '.join(_changed(k, cfg, vars(args)) for k in differ)}"
+                        "; pass the same flags to resume it, or choose a new --train_dir")
     for k in folder.CONVERSION_FLAGS:
         if getattr(args, k, None) is None:
             setattr(args, k, getattr(trained, k, None))

@@ -87,7 +87,7 @@ class Scan:
         """SHA-256 over sorted relative paths, sizes and mtimes of every image file."""
         h = hashlib.sha256()
         for rel, size, mtime in sorted(self.stats):
-            h.update(f"{rel}\0{size}\0{mtime}\n".encode())
+            h.update(f"{rel}\0{size}\0{mtime}\n".encode(errors="surrogateescape"))
         return h.hexdigest()
 
     def all_files(self) -> list[str]:
@@ -141,6 +141,11 @@ def convert(folder: str | os.PathLike, dataset_dir: str | os.PathLike = "dataset
 
     `test_fraction`, `resize` and `seed` (of the held-out test split and the train order) None: the existing
     conversion's, else 0.1, crop and 0."""
+    from datasets import SOURCES  # the package imports this module's siblings, not this module
+    name = Path(os.path.normpath(folder)).name
+    if name in SOURCES:
+        raise UserError(f"the image folder {folder} is named like the public dataset {name}, and its conversion "
+                        "would be taken for that dataset; rename the folder")
     return _convert(scan(folder), dataset_dir, height, width, channels, test_fraction, resize, seed, force, workers)
 
 
@@ -286,7 +291,7 @@ def hold_out(labelled: list[tuple[str, int]], class_names: list[str], fraction: 
         files = sorted(r for r, lab in labelled if lab == label)
         n = len(files)
         k = 0 if n < 2 else min(n - 1, max(1, round(fraction * n)))
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode(errors="surrogateescape"))])
         chosen = set(rng.choice(n, size=k, replace=False).tolist()) if k else set()
         for i, r in enumerate(files):
             (test if i in chosen else train).append((r, label))
@@ -552,6 +557,9 @@ def _convert_locked(s: Scan, path: Path, height: int | None, width: int | None, 
                     test_fraction: float | None, resize: str | None, seed: int | None, force: bool,
                     workers: int | None) -> Path:
     existing = _existing_info(path)
+    if existing is not None and "fingerprint" not in existing.extra:
+        raise UserError(f"{path} holds the dataset {existing.name}, which was not converted from an image folder; "
+                        f"converting {s.root} would replace it: rename the folder (its name names the dataset)")
     # Unset: keep the settings of an earlier `download.py --folder --resize/--test_fraction/--seed` conversion.
     kept = existing.extra if existing else {}
     test_fraction = float(kept.get("test_fraction", DEFAULT_TEST_FRACTION)) if test_fraction is None else test_fraction
@@ -744,7 +752,8 @@ def _write(path: Path, info: DatasetInfo, root: Path, splits: dict[str, list[tup
             results = ordered(_Task(str(root), info.shape, resize), tasks, pool, 2 * workers)
             for (split, items), (images, ok, bad) in zip(tasks, results, strict=True):
                 labels = np.array([items[i][1] for i in ok], dtype=np.int64)
-                layout.update("".join(f"{split}\0{items[i][0]}\0{items[i][1]}\n" for i in ok).encode())
+                rows = "".join(f"{split}\0{items[i][0]}\0{items[i][1]}\n" for i in ok)
+                layout.update(rows.encode(errors="surrogateescape"))
                 if len(ok):
                     w.append(split, images, labels)
                 counts[split] += np.bincount(labels + 1, minlength=info.num_class + 1)

@@ -425,3 +425,32 @@ def test_output_is_readable_by_format_module(tmp_path):
     with h5py.File(buf) as f:
         assert f["train/images"].dtype == np.uint8 and f["train/images"].shape[1:] == (4, 5, 3)
     assert read_info(path).extra["source"] == folder.FORMAT_TAG
+
+
+def test_file_and_class_names_that_are_not_utf8(tmp_path):
+    """Names from, say, a Latin-1 archive (Python holds their undecodable bytes as surrogates) convert."""
+    src = make_set(tmp_path / "data" / "latin", {"a": 3, "b": 3})
+    rgb((9, 9, 9)).save(os.fsdecode(os.fsencode(src / "a") + b"/caf\xe9.png"), format="PNG")
+    for i in range(3):
+        save(Path(os.fsdecode(os.fsencode(src) + b"/\xe9t\xe9")) / f"{i}.png", rgb((90, 9, 9 * i)))
+    path = run(src, tmp_path, height=8, width=8, channels=3, test_fraction=0.25)
+    info = read_info(path)
+    assert len(info.class_names) == 3 and os.fsencode(info.class_names[2]) == b"\xe9t\xe9"
+    (_, ytr), (_, yte) = load(path, "train"), load(path, "test")
+    assert len(ytr) + len(yte) == 10
+    assert run(src, tmp_path, height=8, width=8, channels=3, test_fraction=0.25) == path  # its fingerprint is stable
+
+
+def test_a_folder_named_like_a_public_dataset_or_a_non_folder_dataset_is_refused(tmp_path):
+    """Its conversion would be taken for the public dataset, or would replace a dataset not made from a folder."""
+    with pytest.raises(UserError, match=r"is named like the public dataset mnist, and its conversion would be taken "
+                                        r"for that dataset; rename the folder$"):
+        run(make_set(tmp_path / "data" / "mnist", {"a": 2, "b": 2}), tmp_path)
+    assert not (tmp_path / "datasets" / "mnist").exists()
+    from tests.tiny import make_tiny_dataset
+    other = make_tiny_dataset(tmp_path / "datasets", name="mine")
+    before = other.read_bytes()
+    with pytest.raises(UserError, match=r"holds the dataset mine, which was not converted from an image folder; "
+                                        r"converting .* would replace it: rename the folder"):
+        run(make_set(tmp_path / "data" / "mine", {"a": 2, "b": 2}), tmp_path)
+    assert other.read_bytes() == before and not (other.parent / folder.KEPT_DIR).exists()

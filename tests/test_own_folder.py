@@ -14,6 +14,7 @@ from PIL import Image
 import download
 import evaler
 import trainer
+from datasets import format as fmt
 from tests.tiny import TINY_FLAGS, tiny_images
 
 
@@ -140,6 +141,22 @@ def test_a_run_whose_folder_was_converted_at_another_size_since_resumes_on_its_o
     err = capsys.readouterr().err
     assert "kept from before (in kept/, not decoded again)" in err and "converting shapes" not in err, err
     assert (run / "ckpt" / "ckpt-7.index").exists()
+
+
+@pytest.mark.parametrize("given, message", [(["--resize", "stretch"], "--resize 'crop', not 'stretch'"),
+                                            (["--test_fraction", "0.3"], "--test_fraction 0.1, not 0.3")])
+def test_a_resume_with_another_resize_or_split_is_refused_before_converting(folder, tmp_path, capsys, given, message):
+    """Else the refused command would have made its conversion the folder's current one for every later command."""
+    common = [*flags(folder, tmp_path), "--num_labeled", "15", *TINY_FLAGS, "--train_dir", str(tmp_path / "run")]
+    trainer.main([*common, "--max_steps", "0"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        trainer.main([*common, *given, "--max_steps", "5"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"was trained with {message}; pass the same flags" in err
+    assert "converting shapes" not in err and "kept from before" not in err
+    extra = fmt.read_info(tmp_path / "datasets" / "shapes" / "data.hdf5").extra
+    assert (extra["resize"], extra["test_fraction"]) == ("crop", 0.1)
 
 
 def test_a_run_resumes_and_is_evaluated_on_its_conversion_seed_after_another_seeds_conversion(folder, tmp_path,

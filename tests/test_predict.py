@@ -143,6 +143,35 @@ def test_predict_to_an_unwritable_output_is_a_clear_error(run, images, tmp_path,
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("job", [["--predict", "IMAGES"], ["--samples", "4"]])
+def test_an_output_that_is_a_folder_is_a_clear_error_before_any_work(run, images, tmp_path, capsys, job):
+    with pytest.raises(SystemExit) as e:
+        evaler.main([*run, *[str(images) if a == "IMAGES" else a for a in job], "--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--output {tmp_path} is a folder; name the file" in err
+    assert "classified" not in err and not list(tmp_path.parent.glob("*.tmp"))
+
+
+def test_a_failed_write_leaves_neither_a_cut_file_nor_its_temporary(tmp_path):
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError):  # the rename onto a folder fails
+        evaler.write_atomic(folder, "text")
+    with pytest.raises(RuntimeError):  # the writing fails
+        with evaler.atomic_target(tmp_path / "x.csv") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("stopped")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_predict_writes_file_names_that_are_not_utf8_as_their_bytes(run, tmp_path):
+    name = os.fsdecode(b"caf\xe9.png")  # as Python lists a Latin-1 name: the byte 0xe9 held as a surrogate
+    Image.fromarray(np.zeros((12, 12), np.uint8)).save(tmp_path / name)
+    out = tmp_path / "pred.csv"
+    evaler.main([*run, "--predict", str(tmp_path), "--output", str(out)])
+    assert os.fsencode(tmp_path / name) + b"," in out.read_bytes()
+
+
 def test_predict_unreadable_only_and_missing_paths_are_clear_errors(run, images, tmp_path, capsys):
     for path, message in ((images / "notes.txt", "is a readable image"), (tmp_path / "nope", "does not exist")):
         with pytest.raises(SystemExit) as e:
@@ -218,6 +247,15 @@ def test_export_refuses_a_non_empty_dir_unless_forced(run, tmp_path, capsys):
     evaler.main([*run, "--export", str(export), "--force"])
     assert (export / "saved_model.pb").exists() and not (export / "keep.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
+
+
+def test_export_never_replaces_a_run_dir_even_forced(run, capsys):
+    for force in ([], ["--force"]):
+        with pytest.raises(SystemExit) as e:
+            evaler.main([*run, "--export", run[1], *force])
+        assert e.value.code == 2 and f"--export {run[1]} is a run dir; the SavedModel goes to a folder of its own, " \
+            f"e.g. --export {Path(run[1]) / 'export'}" in capsys.readouterr().err
+    assert (Path(run[1]) / "config.json").exists() and list((Path(run[1]) / "ckpt").glob("ckpt-20.index"))
 
 
 def test_export_to_a_dir_tensorflow_cannot_write_is_a_clear_error(run, tmp_path, monkeypatch, capsys):

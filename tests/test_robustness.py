@@ -97,10 +97,28 @@ def test_evaler_falls_back_from_an_unreadable_latest_checkpoint_of_a_run_dir(dsd
         assert "is readable (their files are cut short or missing); delete its ckpt folder" in err[-1]
 
 
+def test_a_runs_only_checkpoint_unreadable_says_so_rather_than_to_pass_another(dsdir, tmp_path, capsys):
+    run = tmp_path / "r"
+    trainer.main(train_args(dsdir, run, "--max_steps", "5"))
+    for f in (run / "ckpt").glob("ckpt-5.data-*"):
+        f.write_bytes(f.read_bytes()[:100])
+    capsys.readouterr()
+    common = ["--dataset", "tiny", "--dataset_dir", str(dsdir)]
+    for target, all_ in ((run, []), (run, ["--all"]), (run / "ckpt" / "ckpt-5", [])):
+        with pytest.raises(SystemExit) as e:
+            evaler.main(["--checkpoint", str(target), *common, *all_])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and err[-1] == (f"error: the only checkpoint of {run} is unreadable (its files are "
+                                                 "cut short or missing); delete its ckpt folder and train it again")
+
+
 @pytest.mark.parametrize("damage, pattern", [
     (lambda text: text[:200], r"config\.json is damaged \(.*\); restore it from a copy"),
     (lambda text: "{}", r"config\.json is not a run's config \(no dataset_info\); restore it from a copy"),
-], ids=["cut short", "not a config"])
+    (lambda text: '{"dataset_info": {}}', r"config\.json is damaged \(no dataset, arch, head\); restore it from"),
+    (lambda text: json.dumps({**json.loads(text), "dataset_info": {"height": 12}}),
+     r"config\.json is damaged \(no dataset_info\.width, dataset_info\.channels, dataset_info\.num_class\)"),
+], ids=["cut short", "not a config", "no flags", "no image shape"])
 def test_a_damaged_config_json_is_one_clear_line_for_trainer_and_evaler(damage, pattern, dsdir, tmp_path, capsys):
     run = tmp_path / "r"
     trainer.main(train_args(dsdir, run, "--max_steps", "5"))

@@ -88,6 +88,19 @@ def test_run_dir_holds_config_indices_checkpoints_and_samples(trained):
     assert json.loads((run / "result.json").read_text())["step"] == 40
 
 
+def test_a_new_default_run_dir_whose_name_was_taken_since_gets_a_suffix(tmp_path):
+    """Two runs started in the same second pick the same default name; the second to create it takes NAME-2."""
+    taken = tmp_path / "tiny-implicit-mlp-30-20261129-080000"
+    taken.mkdir()
+    (taken / "config.json").write_text('{"seed": 0}')
+    made = trainer.write_run_dir(taken, {"seed": 1}, np.arange(3), fresh=True)
+    assert made == tmp_path / f"{taken.name}-2" and json.loads((made / "config.json").read_text()) == {"seed": 1}
+    assert json.loads((taken / "config.json").read_text()) == {"seed": 0}
+    assert not (taken / "labeled_indices.json").exists()
+    assert trainer.write_run_dir(taken, {"seed": 2}, np.arange(3), fresh=True).name == f"{taken.name}-3"
+    assert trainer.write_run_dir(taken, {"seed": 0}, np.arange(3)) == taken  # resuming: the same dir
+
+
 def test_summaries_hold_losses_accuracy_images_and_histograms(trained, dsdir):
     run, _ = trained
     ea = EventAccumulator(str(run / "logs"), size_guidance={"tensors": 0})
