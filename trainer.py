@@ -10,6 +10,8 @@ grids. Re-running the same command resumes the run; Ctrl-C or SIGTERM saves a ch
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import itertools
 import json
 import os
@@ -295,21 +297,23 @@ def check_resume_step(run: Path, max_steps: int, args: argparse.Namespace) -> No
                         "choose a new --train_dir")
 
 
-def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray, fresh: bool = False) -> Path:
-    """Create the run dir with its config.json and labelled indices, and return it; an unwritable dir is a clear
-    error. A `fresh` default run dir is made anew: if another run took its name since (two runs started in the
-    same second), this one gets the name with -2, -3, ... appended."""
+def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray, held: contextlib.ExitStack,
+                  fresh: bool = False, named: bool = True) -> Path:
+    """Create the run dir, take its lock (run_lock, into `held`) unless taken, write its config.json and labelled
+    indices, and return it; an unwritable dir is a clear error. A `fresh` default run dir (not `named` by
+    --train_dir) is made anew: if another run took its name since (two runs started in the same second), this one
+    gets the name with -2, -3, ... appended."""
     try:
-        if fresh:
-            for i in itertools.count(1):
-                name = run if i == 1 else run.with_name(f"{run.name}-{i}")
-                try:
-                    name.mkdir(parents=True)
-                    run = name
-                    break
-                except FileExistsError:
-                    continue
-        run.mkdir(parents=True, exist_ok=True)
+        for i in itertools.count(1) if fresh and not named else (1,):
+            name = run if i == 1 else run.with_name(f"{run.name}-{i}")
+            try:
+                name.mkdir(parents=True, exist_ok=named or not fresh)
+                run = name
+                break
+            except FileExistsError:
+                continue
+        if fresh:  # a resumed run's was taken before its data was loaded
+            held.enter_context(run_lock(run))
         evaler.write_json(run / "config.json", record)
         if not (run / "labeled_indices.json").exists():
             evaler.write_json(run / "labeled_indices.json", lab_idx.tolist())
@@ -753,6 +757,24 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def train(args: argparse.Namespace) -> dict:
     """The whole run: data, model, restore, loop with summaries/eval/checkpoints, final result."""
+    with contextlib.ExitStack() as held:  # the run dir's lock, from when it is known to the end
+        return _train(args, held)
+
+
+@contextlib.contextmanager
+def run_lock(run: Path):
+    """Held while this process trains `run`: another process on the same run dir is refused, so two never
+    write its checkpoints in turn (the evaler may read them meanwhile)."""
+    with open(run / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{run} is being trained by another process; wait for it to end, or start another run "
+                            "(--new_run, or another --train_dir)") from None
+        yield  # closing the file releases the lock
+
+
+def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> dict:
     strategy = make_strategy(args)
     chief = is_chief(strategy)
     if args.deterministic:
@@ -762,7 +784,9 @@ def train(args: argparse.Namespace) -> dict:
     # Everything is checked before the run dir is made: a bad flag leaves nothing behind.
     flips = resolve_derived(args, info.class_names)
     run, record = choose_run_dir(args, info)
-    fresh = not args.train_dir and not (run / "config.json").exists()
+    fresh = not (run / "config.json").exists()
+    if chief and not fresh:  # resuming: refused at once if another process is training it
+        held.enter_context(run_lock(run))
     train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
     test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)
     lab_idx = labeled_indices(run, train_split.labels, args, info.class_names)
@@ -773,7 +797,7 @@ def train(args: argparse.Namespace) -> dict:
     with strategy.scope():
         gan = GAN(args, info.shape, info.num_class)
     if chief:
-        run = write_run_dir(run, record, lab_idx, fresh)
+        run = write_run_dir(run, record, lab_idx, held, fresh, named=bool(args.train_dir))
     # Every worker takes part in saving (collective ops), but only the chief's files are kept.
     ckpt_dir = run / "ckpt" if chief else run / f".worker-{strategy.cluster_resolver.task_id}-ckpt"
     manager = tf.train.CheckpointManager(gan.checkpoint(), str(ckpt_dir), max_to_keep=args.keep if chief else 1)

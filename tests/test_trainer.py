@@ -1,6 +1,7 @@
 """Real tiny runs of trainer.py and evaler.py: learning, checkpoints, resume, summaries, errors."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -93,12 +94,31 @@ def test_a_new_default_run_dir_whose_name_was_taken_since_gets_a_suffix(tmp_path
     taken = tmp_path / "tiny-implicit-mlp-30-20261129-080000"
     taken.mkdir()
     (taken / "config.json").write_text('{"seed": 0}')
-    made = trainer.write_run_dir(taken, {"seed": 1}, np.arange(3), fresh=True)
-    assert made == tmp_path / f"{taken.name}-2" and json.loads((made / "config.json").read_text()) == {"seed": 1}
-    assert json.loads((taken / "config.json").read_text()) == {"seed": 0}
-    assert not (taken / "labeled_indices.json").exists()
-    assert trainer.write_run_dir(taken, {"seed": 2}, np.arange(3), fresh=True).name == f"{taken.name}-3"
-    assert trainer.write_run_dir(taken, {"seed": 0}, np.arange(3)) == taken  # resuming: the same dir
+    with contextlib.ExitStack() as held:
+        made = trainer.write_run_dir(taken, {"seed": 1}, np.arange(3), held, fresh=True, named=False)
+        assert made == tmp_path / f"{taken.name}-2" and json.loads((made / "config.json").read_text()) == {"seed": 1}
+        assert json.loads((taken / "config.json").read_text()) == {"seed": 0}
+        assert not (taken / "labeled_indices.json").exists()
+        again = trainer.write_run_dir(taken, {"seed": 2}, np.arange(3), held, fresh=True, named=False)
+        assert again.name == f"{taken.name}-3"
+        with pytest.raises(UserError, match="is being trained by another process"):  # its lock is held
+            trainer.write_run_dir(again, {"seed": 2}, np.arange(3), held, fresh=True)
+    # resuming: the same dir, locked before its data was loaded
+    assert trainer.write_run_dir(taken, {"seed": 0}, np.arange(3), contextlib.ExitStack(), named=False) == taken
+
+
+def test_a_run_being_trained_by_another_process_is_refused_not_shared(dsdir, tmp_path, capsys):
+    run = tmp_path / "r"
+    argv = ["--dataset", "tiny", "--dataset_dir", str(dsdir), "--train_dir", str(run), "--num_labeled", "30",
+            *TINY_FLAGS]
+    trainer.main([*argv, "--max_steps", "2"])
+    with trainer.run_lock(run):  # as another process training it holds it
+        with pytest.raises(SystemExit) as e:
+            trainer.main([*argv, "--max_steps", "4"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and err[-1] == (f"error: {run} is being trained by another process; wait for it "
+                                                 "to end, or start another run (--new_run, or another --train_dir)")
+    assert trainer.main([*argv, "--max_steps", "4"])["step"] == 4  # once it has ended
 
 
 def test_summaries_hold_losses_accuracy_images_and_histograms(trained, dsdir):
