@@ -84,7 +84,7 @@ def read_run_config(run: Path) -> dict:
 
 # What every run's config.json has held, and the code reads without a fallback for older runs.
 RUN_CONFIG_KEYS = ("dataset", "arch", "head", "z_dim", "g_width", "seed")
-DATASET_INFO_KEYS = ("height", "width", "channels", "num_class")
+DATASET_INFO_KEYS = ("height", "width", "channels", "num_class", "class_names")
 
 
 # The images the evaler writes into a run dir, by kind: a run dir may hold them (trainer.is_run_file).

@@ -831,12 +831,25 @@ class Classifier(tf.Module):
         self.serve = serve
 
 
+def run_in(path: Path) -> Path | None:
+    """The run dir that an existing `path` is, is a part of (other than an earlier export in it), or holds; None
+    if none."""
+    if path.is_dir() and (path / "config.json").exists():
+        return path
+    if (path.parent / "config.json").exists() and not (path / "saved_model.pb").exists():
+        return path.parent
+    if path.is_dir():
+        return next((p.parent for p in path.rglob("config.json") if (p.parent / "ckpt").is_dir()), None)
+    return None
+
+
 def export(args: argparse.Namespace) -> dict:
     """Write the classifier (EMA weights by default) as a SavedModel to --export, atomically."""
     out = Path(args.export)
-    if (out / "config.json").exists():  # --force would replace it, checkpoints and all
-        raise UserError(f"--export {out} is a run dir; the SavedModel goes to a folder of its own, e.g. "
-                        f"--export {out / 'export'}")
+    run = out.exists() and (not out.is_dir() or any(out.iterdir())) and run_in(out)
+    if run:  # --force would replace it, checkpoints and all
+        raise UserError(f"--export {out} holds the run {run} or a part of it; the SavedModel goes to a folder of "
+                        f"its own, e.g. --export {run / 'export'}")
     if out.exists() and not args.force and not out.is_dir():
         raise UserError(f"--export {out} is a file, not a folder; pass --force to replace it, or choose another DIR")
     if out.exists() and not args.force and any(out.iterdir()):

@@ -314,6 +314,9 @@ def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray, held: contextlib
                 continue
         if fresh:  # a resumed run's was taken before its data was loaded
             held.enter_context(run_lock(run))
+            if (run / "config.json").exists():
+                raise UserError(f"another process started {run} meanwhile; run the command again to resume it "
+                                "(with the flags it was started with), or choose another --train_dir")
         evaler.write_json(run / "config.json", record)
         if not (run / "labeled_indices.json").exists():
             evaler.write_json(run / "labeled_indices.json", lab_idx.tolist())
@@ -432,10 +435,11 @@ def resolve_derived(args: argparse.Namespace, class_names: list[str]) -> list[in
     return flips
 
 
-def labeled_indices(run: Path, labels: np.ndarray, args: argparse.Namespace, class_names: list[str]) -> np.ndarray:
-    """The labelled subset: read from the run dir when resuming, else drawn (balanced, seeded)."""
-    path = run / "labeled_indices.json"
-    if not path.exists():
+def labeled_indices(run: Path | None, labels: np.ndarray, args: argparse.Namespace, class_names: list[str]
+                    ) -> np.ndarray:
+    """The labelled subset: read from the run dir when resuming, else (or with no `run`) drawn (balanced, seeded)."""
+    path = None if run is None else run / "labeled_indices.json"
+    if path is None or not path.exists():
         return input_ops.select_labeled(labels, args.num_labeled, len(class_names), args.seed, class_names)
     try:
         idx = np.asarray(json.loads(path.read_text()), dtype=np.int64)
@@ -761,6 +765,14 @@ def train(args: argparse.Namespace) -> dict:
         return _train(args, held)
 
 
+def lost_peer(e: Exception, args: argparse.Namespace, kept: str) -> Exception:
+    """A lost multi-worker peer as one line (another worker's own error says why it stopped); else `e` itself."""
+    if args.strategy != "multi_worker":
+        return e
+    return UserError(f"lost contact with another worker ({str(e).strip().splitlines()[0][:160]}); {kept}: see the "
+                     "other workers' output, and restart every worker with the same command to resume")
+
+
 @contextlib.contextmanager
 def run_lock(run: Path):
     """Held while this process trains `run`: another process on the same run dir is refused, so two never
@@ -771,6 +783,9 @@ def run_lock(run: Path):
         except BlockingIOError:
             raise UserError(f"{run} is being trained by another process; wait for it to end, or start another run "
                             "(--new_run, or another --train_dir)") from None
+        except OSError as e:  # some network filesystems have no flock (ENOSYS, ENOLCK, EOPNOTSUPP)
+            print(f"warning: cannot lock {run} ({e.strerror or e}); make sure no other process trains it",
+                  file=sys.stderr)
         yield  # closing the file releases the lock
 
 
@@ -789,13 +804,20 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> dict:
         held.enter_context(run_lock(run))
     train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
     test_split = input_ops.load_split(path, "test", args.in_memory, args.memory_budget_gb, info)
-    lab_idx = labeled_indices(run, train_split.labels, args, info.class_names)
+    # A new default run dir may yet be taken by a run started in the same second (write_run_dir then appends -2):
+    # nothing in it is this run's.
+    new_default = fresh and not args.train_dir
+    lab_idx = labeled_indices(None if new_default else run, train_split.labels, args, info.class_names)
     check_sizes(args, len(train_split), len(test_split), strategy.num_replicas_in_sync)
     max_steps = args.max_steps if args.max_steps is not None else max(1, int(args.epochs * len(train_split)
                                                                             / args.batch_size))
-    check_resume_step(run, max_steps, args)
-    with strategy.scope():
-        gan = GAN(args, info.shape, info.num_class)
+    if not new_default:
+        check_resume_step(run, max_steps, args)
+    try:
+        with strategy.scope():
+            gan = GAN(args, info.shape, info.num_class)
+    except PEER_LOST as e:  # e.g. the chief stopped at once: its run dir is being trained by another process
+        raise lost_peer(e, args, "nothing was trained") from None
     if chief:
         run = write_run_dir(run, record, lab_idx, held, fresh, named=bool(args.train_dir))
     # Every worker takes part in saving (collective ops), but only the chief's files are kept.
@@ -821,11 +843,7 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> dict:
     try:
         status = _loop(ctx, stop)
     except PEER_LOST as e:
-        if args.strategy != "multi_worker":
-            raise
-        raise UserError(f"lost contact with another worker ({str(e).strip().splitlines()[0][:160]}); the last "
-                        f"checkpoint {manager.latest_checkpoint} is kept: restart every worker with the same "
-                        "command to resume") from None
+        raise lost_peer(e, args, f"the last checkpoint {manager.latest_checkpoint} is kept") from None
     finally:
         stop.restore()
     return _finish(ctx, status)

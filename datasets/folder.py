@@ -141,11 +141,6 @@ def convert(folder: str | os.PathLike, dataset_dir: str | os.PathLike = "dataset
 
     `test_fraction`, `resize` and `seed` (of the held-out test split and the train order) None: the existing
     conversion's, else 0.1, crop and 0."""
-    from datasets import SOURCES  # the package imports this module's siblings, not this module
-    name = Path(os.path.normpath(folder)).name
-    if name in SOURCES:
-        raise UserError(f"the image folder {folder} is named like the public dataset {name}, and its conversion "
-                        "would be taken for that dataset; rename the folder")
     return _convert(scan(folder), dataset_dir, height, width, channels, test_fraction, resize, seed, force, workers)
 
 
@@ -548,6 +543,10 @@ def _convert(s: Scan, dataset_dir: str | os.PathLike, height: int | None, width:
              channels: int | None, test_fraction: float | None = None, resize: str | None = None,
              seed: int | None = None, force: bool = False, workers: int | None = None) -> Path:
     """Convert a scanned folder unless its existing conversion is up to date (holding its conversion lock)."""
+    from datasets import SOURCES  # the package imports this module's siblings, not this module
+    if s.root.name in SOURCES:  # the name of the folder itself (a link's target, or '.')
+        raise UserError(f"the image folder {s.root} is named like the public dataset {s.root.name}, and its "
+                        "conversion would be taken for that dataset; rename the folder")
     path = dataset_path(dataset_dir, s.root.name)
     with _locked(path.parent, s.root):
         return _convert_locked(s, path, height, width, channels, test_fraction, resize, seed, force, workers)

@@ -446,6 +446,9 @@ def test_a_folder_named_like_a_public_dataset_or_a_non_folder_dataset_is_refused
     with pytest.raises(UserError, match=r"is named like the public dataset mnist, and its conversion would be taken "
                                         r"for that dataset; rename the folder$"):
         run(make_set(tmp_path / "data" / "mnist", {"a": 2, "b": 2}), tmp_path)
+    (tmp_path / "data" / "digits").symlink_to(tmp_path / "data" / "mnist")  # a link's target names the dataset
+    with pytest.raises(UserError, match=r"/mnist is named like the public dataset mnist"):
+        folder.ensure("digits", tmp_path / "data", tmp_path / "datasets")
     assert not (tmp_path / "datasets" / "mnist").exists()
     from tests.tiny import make_tiny_dataset
     other = make_tiny_dataset(tmp_path / "datasets", name="mine")

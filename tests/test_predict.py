@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -249,13 +250,19 @@ def test_export_refuses_a_non_empty_dir_unless_forced(run, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
 
 
-def test_export_never_replaces_a_run_dir_even_forced(run, capsys):
-    for force in ([], ["--force"]):
-        with pytest.raises(SystemExit) as e:
-            evaler.main([*run, "--export", run[1], *force])
-        assert e.value.code == 2 and f"--export {run[1]} is a run dir; the SavedModel goes to a folder of its own, " \
-            f"e.g. --export {Path(run[1]) / 'export'}" in capsys.readouterr().err
-    assert (Path(run[1]) / "config.json").exists() and list((Path(run[1]) / "ckpt").glob("ckpt-20.index"))
+def test_export_never_replaces_a_run_dir_a_part_of_one_or_a_folder_of_runs_even_forced(run, capsys):
+    r = Path(run[1])
+    for target in (r, r / "ckpt", r / "config.json", r.parent):
+        for force in ([], ["--force"]):
+            with pytest.raises(SystemExit) as e:
+                evaler.main([*run, "--export", str(target), *force])
+            assert e.value.code == 2 and f"--export {target} holds the run {r} or a part of it; the SavedModel goes " \
+                f"to a folder of its own, e.g. --export {r / 'export'}" in capsys.readouterr().err
+    assert (r / "config.json").exists() and list((r / "ckpt").glob("ckpt-20.index"))
+    for _ in range(2):  # as suggested; then replaced, as an earlier export
+        evaler.main([*run, "--export", str(r / "export"), "--force"])
+    assert (r / "export" / "saved_model.pb").exists()
+    shutil.rmtree(r / "export")
 
 
 def test_export_to_a_dir_tensorflow_cannot_write_is_a_clear_error(run, tmp_path, monkeypatch, capsys):

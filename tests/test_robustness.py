@@ -118,7 +118,10 @@ def test_a_runs_only_checkpoint_unreadable_says_so_rather_than_to_pass_another(d
     (lambda text: '{"dataset_info": {}}', r"config\.json is damaged \(no dataset, arch, head\); restore it from"),
     (lambda text: json.dumps({**json.loads(text), "dataset_info": {"height": 12}}),
      r"config\.json is damaged \(no dataset_info\.width, dataset_info\.channels, dataset_info\.num_class\)"),
-], ids=["cut short", "not a config", "no flags", "no image shape"])
+    (lambda text: json.dumps({**json.loads(text), "dataset_info": {
+        k: v for k, v in json.loads(text)["dataset_info"].items() if k != "class_names"}}),
+     r"config\.json is damaged \(no dataset_info\.class_names\)"),
+], ids=["cut short", "not a config", "no flags", "no image shape", "no class names"])
 def test_a_damaged_config_json_is_one_clear_line_for_trainer_and_evaler(damage, pattern, dsdir, tmp_path, capsys):
     run = tmp_path / "r"
     trainer.main(train_args(dsdir, run, "--max_steps", "5"))

@@ -103,8 +103,25 @@ def test_a_new_default_run_dir_whose_name_was_taken_since_gets_a_suffix(tmp_path
         assert again.name == f"{taken.name}-3"
         with pytest.raises(UserError, match="is being trained by another process"):  # its lock is held
             trainer.write_run_dir(again, {"seed": 2}, np.arange(3), held, fresh=True)
+        with pytest.raises(UserError, match=f"another process started {taken} meanwhile; run the command again"):
+            trainer.write_run_dir(taken, {"seed": 5}, np.arange(3), contextlib.ExitStack(), fresh=True)  # --train_dir
+    assert json.loads((taken / "config.json").read_text()) == {"seed": 0}
     # resuming: the same dir, locked before its data was loaded
     assert trainer.write_run_dir(taken, {"seed": 0}, np.arange(3), contextlib.ExitStack(), named=False) == taken
+
+
+def test_a_default_run_dir_taken_while_this_run_loads_its_data_is_not_read(dsdir, tmp_path, monkeypatch):
+    """Another run started in the same second made the dir and wrote its labelled subset after this one chose the
+    name: this one draws its own and trains in NAME-2."""
+    monkeypatch.setattr(trainer.time, "strftime", lambda fmt: "20261129-080000")
+    theirs = tmp_path / "tiny-implicit-mlp-30-20261129-080000"
+    theirs.mkdir()
+    (theirs / "labeled_indices.json").write_text(json.dumps(list(range(30))))
+    result = trainer.main(["--dataset", "tiny", "--dataset_dir", str(dsdir), "--runs_dir", str(tmp_path),
+                           "--num_labeled", "30", *TINY_FLAGS, "--max_steps", "2"])
+    assert result["run_dir"] == str(tmp_path / f"{theirs.name}-2")
+    ours = json.loads((tmp_path / f"{theirs.name}-2" / "labeled_indices.json").read_text())
+    assert len(ours) == 30 and ours != list(range(30))
 
 
 def test_a_run_being_trained_by_another_process_is_refused_not_shared(dsdir, tmp_path, capsys):
