@@ -100,6 +100,14 @@ def balance_loss(class_logits: tf.Tensor) -> tf.Tensor:
     return tf.math.log(n) + tf.reduce_sum(mean * tf.math.log(tf.maximum(mean, 1e-30)))
 
 
+def uniform_kl(class_logits: tf.Tensor) -> tf.Tensor:
+    """Mean KL(class posterior || uniform) = log n - H(posterior) over a batch: 0 when each is uniform. On generated
+    images it is CatGAN's (Springenberg 2016) term that keeps D uncertain of their class."""
+    logp = tf.nn.log_softmax(class_logits, axis=-1)
+    n = tf.cast(tf.shape(class_logits)[-1], class_logits.dtype)
+    return tf.math.log(n) + tf.reduce_mean(tf.reduce_sum(tf.exp(logp) * logp, axis=-1))
+
+
 def consistency_loss(class_logits_a: tf.Tensor, class_logits_b: tf.Tensor) -> tf.Tensor:
     """Mean squared L2 distance between the class posteriors of two passes over the same images, each with
     its own noise: the Pi-model's consistency term (Laine & Aila 2017). CT-GAN (Wei et al. 2018) adds a

@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of KL(D's mean class posterior on each replica's unlabelled batch || uniform): "
                         "spreads its predictions evenly over the classes (CatGAN's marginal entropy); for balanced "
                         "data only")
+    g.add_argument("--fake_entropy_weight", type=non_negative_float, default=0.0,
+                   help="weight of KL(D's class posterior on generated images || uniform): D is pushed to place "
+                        "generated images between its classes (CatGAN's term on fakes; 0: off; it learns faster "
+                        "early and ends behind at 1000 labels: docs/experiments.md)")
     g.add_argument("--consistency_weight", type=non_negative_float, default=0.0,
                    help="weight of the squared distance between D's class posteriors on two passes over the "
                         "unlabelled batch, each with its own noise and --augment diff shift (the Pi-model of Laine "
@@ -522,8 +526,8 @@ def keras_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_bal", "loss_vat", "loss_cons", "loss_g", "acc_lab",
-           "p_real", "p_fake")
+METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_bal", "loss_fent", "loss_vat", "loss_cons", "loss_g",
+           "acc_lab", "p_real", "p_fake")
 
 
 def mirror_guessed(classifier, images: tf.Tensor, flip_classes: Sequence[int], seed: tf.Tensor) -> tf.Tensor:
@@ -600,7 +604,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
             if args.supervised_only:
                 logits, _, _ = float32(D(seen(x_lab), training=True))
                 loss_sup = sup_loss(logits)
-                loss_unsup = loss_ent = loss_bal = loss_cons = tf.constant(0.0)
+                loss_unsup = loss_ent = loss_bal = loss_cons = loss_fent = tf.constant(0.0)
                 p_real = p_fake = tf.zeros([n_u])
             else:
                 # One pass over labelled, unlabelled and generated images (and, for the consistency term, the
@@ -623,12 +627,13 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
                 loss_unsup = ops.unsupervised_loss(real[unl], real[gen], args.label_smoothing)
                 loss_ent = ops.entropy_loss(logits[unl])
                 loss_bal = ops.balance_loss(logits[unl])
+                loss_fent = ops.uniform_kl(logits[gen])
                 loss_cons = ops.consistency_loss(logits[unl], logits[n_l + 2 * n_u:]) if consistency \
                     else tf.constant(0.0)
                 p_real, p_fake = tf.sigmoid(real[unl]), tf.sigmoid(real[gen])
             loss_d = (loss_sup + args.unsup_weight * loss_unsup + args.entropy_weight * loss_ent
                       + args.balance_weight * loss_bal + args.vat_weight * loss_vat
-                      + args.consistency_weight * loss_cons)
+                      + args.consistency_weight * loss_cons + args.fake_entropy_weight * loss_fent)
             scaled = opt_d.scale_loss(loss_d / replicas)
             scaled_g = opt_g.scale_loss(loss_g / replicas) if joint else None
         grads = tape.gradient(scaled, D.trainable_variables)
@@ -636,6 +641,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
             opt_g.apply_gradients(zip(g_tape.gradient(scaled_g, G.trainable_variables), G.trainable_variables))
         opt_d.apply_gradients(zip(grads, D.trainable_variables))
         return dict(loss_d=loss_d, loss_sup=loss_sup, loss_unsup=loss_unsup, loss_ent=loss_ent, loss_bal=loss_bal,
+                    loss_fent=loss_fent,
                     loss_vat=loss_vat, loss_cons=loss_cons, loss_g=loss_g,
                     acc_lab=ops.accuracy(logits[:n_l], y_lab)), p_real, p_fake
 

@@ -79,6 +79,15 @@ def test_balance_loss_is_kl_of_the_mean_posterior_to_uniform():
     assert ops.balance_loss(logits).numpy() == pytest.approx(expected, rel=1e-5)
 
 
+def test_uniform_kl_is_zero_for_uniform_posteriors_and_log_n_for_certain_ones():
+    assert ops.uniform_kl(tf.fill([4, 5], 3.0)).numpy() == pytest.approx(0.0, abs=1e-6)
+    certain = tf.constant([[60.0, 0.0, 0.0], [0.0, 0.0, 60.0]])
+    assert ops.uniform_kl(certain).numpy() == pytest.approx(math.log(3), rel=1e-6)
+    p = np.array([0.5, 0.25, 0.25])  # each row's own KL, then the mean (not the KL of the mean, as balance_loss)
+    both = tf.math.log(tf.constant([p, p[[1, 0, 2]]], tf.float32))
+    assert ops.uniform_kl(both).numpy() == pytest.approx(float(np.sum(p * np.log(3 * p))), rel=1e-5)
+
+
 def test_consistency_loss_is_the_squared_distance_of_the_two_posteriors():
     a = tf.math.log(tf.constant([[0.5, 0.5, 1e-30], [1.0, 1e-30, 1e-30]]))
     b = tf.math.log(tf.constant([[0.5, 0.25, 0.25], [1.0, 1e-30, 1e-30]]))

@@ -282,7 +282,7 @@ def test_supervised_only_trains_the_classifier_without_a_gan(dsdir, tmp_path):
 def test_heads_and_generator_losses_train(dsdir, tmp_path, head, g_loss, augment, g_update):
     result = train(dsdir, tmp_path / "r", "--max_steps", "20", "--head", head, "--g_loss", g_loss,
                    "--g_steps", "2", "--g_update", g_update, "--label_smoothing", "0.1", "--entropy_weight", "0.1",
-                   "--pt_weight", "0.1",
+                   "--pt_weight", "0.1", "--fake_entropy_weight", "0.1",
                    "--vat_weight", "1", "--balance_weight", "1", "--consistency_weight", "1", "--augment", augment)
     assert np.isfinite(result["test_accuracy"]) and result["step"] == 20
     loss_cons = scalars(tmp_path / "r", "train/loss_cons")  # two passes with their own noise: never equal
@@ -291,6 +291,8 @@ def test_heads_and_generator_losses_train(dsdir, tmp_path, head, g_loss, augment
     assert loss_vat and all(np.isfinite(v) and v > 0 for v in loss_vat.values())
     loss_bal = scalars(tmp_path / "r", "train/loss_bal")  # KL to uniform over 3 classes: in (0, log 3]
     assert loss_bal and all(0 < v <= np.log(3) + 1e-6 for v in loss_bal.values())
+    loss_fent = scalars(tmp_path / "r", "train/loss_fent")  # each generated image's KL to uniform, averaged
+    assert loss_fent and all(0 < v <= np.log(3) + 1e-6 for v in loss_fent.values())
 
 
 def test_consistency_compares_two_passes_over_the_same_unlabelled_images(dsdir, tmp_path):
