@@ -62,22 +62,28 @@ def test_methods_flag_plans_only_those_runs():
     assert len(accuracy.plan(accuracy.parse_args(["--labels", "100", "--seeds", "2"]))) == 4
 
 
-def test_resume_reuses_only_runs_trained_as_the_command_trains_today():
+def planned_run(method: str) -> tuple:
+    """bench/accuracy.py, a planned run of `method` (100 labels, seed 0), its trainer command, and the config.json
+    that the trainer records for that command on Fashion-MNIST: the flags as it resolves them, and the dataset."""
     sys.path.insert(0, str(ROOT / "bench"))
     import accuracy
 
     import trainer
     from datasets import fashion_mnist
-    args = accuracy.parse_args(["--labels", "100", "--seeds", "1", "--methods", "ssgan"])
-    key = (100, "ssgan", 0)
+    args = accuracy.parse_args(["--labels", "100", "--seeds", "1", "--methods", method])
+    key = (100, method, 0)
     cmd = shlex.join(accuracy.trainer_cmd(args, [], *key, Path("runs") / "r"))
-    # what the run's config.json holds: the command's flags as the trainer resolves them, and the dataset
     trainer_args = trainer.parse_args(shlex.split(cmd)[2:])
     names = fashion_mnist.CLASS_NAMES
     trainer.resolve_derived(trainer_args, names)
     # config.resolve_dataset records the downloaded dataset's conversion settings: the defaults, and no seed
-    today = {**trainer.flags_record(trainer_args), "resize": "crop", "test_fraction": 0.1, "conversion_seed": None,
-             "dataset_info": {"height": 28, "class_names": names}}
+    config = {**trainer.flags_record(trainer_args), "resize": "crop", "test_fraction": 0.1, "conversion_seed": None,
+              "dataset_info": {"height": 28, "class_names": names}}
+    return accuracy, key, cmd, config
+
+
+def test_resume_reuses_only_runs_trained_as_the_command_trains_today():
+    accuracy, key, cmd, today = planned_run("ssgan")
     assert today["g_arch"] == "conv" and today["fm_features"] == "noisy" and today["flip_classes"] == "0,1,2,3,4,6,8"
     assert today["flip_unlabeled"] == "predicted"
     assert today["d_width"] == 40  # lenet's width, recorded since stop 39
@@ -102,18 +108,7 @@ def test_resume_reuses_only_runs_trained_as_the_command_trains_today():
 
 def test_resume_reuses_supervised_only_runs():
     """A supervised-only run records --g_update alternating (it has no G update); the comparison derives it too."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import accuracy
-
-    import trainer
-    from datasets import fashion_mnist
-    args = accuracy.parse_args(["--labels", "100", "--seeds", "1", "--methods", "supervised"])
-    key = (100, "supervised", 0)
-    cmd = shlex.join(accuracy.trainer_cmd(args, [], *key, Path("runs") / "r"))
-    trainer_args = trainer.parse_args(shlex.split(cmd)[2:])
-    trainer.resolve_derived(trainer_args, fashion_mnist.CLASS_NAMES)
-    recorded = {**trainer.flags_record(trainer_args), "resize": "crop", "test_fraction": 0.1, "conversion_seed": None,
-                "dataset_info": {"height": 28, "class_names": fashion_mnist.CLASS_NAMES}}
+    accuracy, key, cmd, recorded = planned_run("supervised")
     assert recorded["supervised_only"] and recorded["g_update"] == "alternating"
     assert accuracy.reusable({cmd: {"command": cmd, "trainer_config": recorded}}, {key: cmd}) == {
         key: {"command": cmd, "trainer_config": recorded}}
