@@ -308,14 +308,11 @@ def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray, held: contextlib
     --train_dir) is made anew: if another run took its name since (two runs started in the same second), this one
     gets the name with -2, -3, ... appended."""
     try:
-        for i in itertools.count(1) if fresh and not named else (1,):
-            name = run if i == 1 else run.with_name(f"{run.name}-{i}")
-            try:
-                name.mkdir(parents=True, exist_ok=named or not fresh)
-                run = name
-                break
-            except FileExistsError:
-                continue
+        if fresh and not named:
+            names = itertools.chain([run], (run.with_name(f"{run.name}-{i}") for i in itertools.count(2)))
+            run = next(name for name in names if _made(name))
+        else:
+            run.mkdir(parents=True, exist_ok=True)
         if fresh:  # a resumed run's was taken before its data was loaded
             held.enter_context(run_lock(run))
             if (run / "config.json").exists():
@@ -328,6 +325,15 @@ def write_run_dir(run: Path, record: dict, lab_idx: np.ndarray, held: contextlib
         raise UserError(f"cannot write to run dir {run} ({e.strerror}); choose a writable --train_dir, "
                         "or free space") from None
     return run
+
+
+def _made(folder: Path) -> bool:
+    """Create `folder` if no one has: whether this call made it."""
+    try:
+        folder.mkdir(parents=True)
+        return True
+    except FileExistsError:
+        return False
 
 
 # Flags that may change between a run and its resumption, and flags that are not the run's.
