@@ -42,6 +42,10 @@ def exits_cleanly(main: Callable[..., T]) -> Callable[..., T]:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
+        except BrokenPipeError:  # stdout's reader is gone (`| head`): stop quietly, as command-line tools do
+            with contextlib.suppress(OSError):  # and let Python's flush at exit write nowhere
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except KeyboardInterrupt:
             print("error: interrupted (a second Ctrl-C stops at once, without saving)", file=sys.stderr)
             sys.exit(130)

@@ -28,6 +28,7 @@ import functools
 import io
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -82,9 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     jobs.add_argument("--export", metavar="DIR", help="write the classifier as a TensorFlow SavedModel to DIR")
     jobs.add_argument("--samples_only", "--samples-only", action="store_true",
                       help="only write the --samples grid (to --output), even when --dataset is given")
-    g.add_argument("--output", metavar="FILE", help="--predict: the CSV (default: stdout); --samples alone: the "
+    g.add_argument("--output", metavar="FILE", help="--predict: the CSV (default, or -: stdout); --samples alone: the "
                    "grid PNG (default: samples_<ckpt>.png in the run dir)")
-    g.add_argument("--force", action="store_true", help="--export: replace an existing non-empty DIR")
+    g.add_argument("--force", action="store_true", help="--export: replace an earlier export (or a file) at DIR")
     g.add_argument("--workers", type=positive_int, default=None,
                    help="--predict: processes decoding images (default: all CPUs)")
     config.add_data_flags(p)
@@ -598,6 +599,9 @@ def job_of(args: argparse.Namespace) -> str:
                         "without one pass --predict PATH, --export DIR or --samples N --output grid.png")
     if job in ("evaluate", "export") and args.output:
         raise UserError(f"--output is for --predict (the CSV) or --samples alone (the PNG), not to {job}; drop it")
+    if args.output == "-" and job != "predict":
+        raise UserError("--output - (stdout) is for --predict's CSV; name the PNG file to write, e.g. --output "
+                        "grid.png")
     if args.output and Path(args.output).is_dir():
         made = "predictions.csv" if job == "predict" else "samples.png"
         raise UserError(f"--output {args.output} is a folder; name the file to write, e.g. "
@@ -633,9 +637,16 @@ def probabilities_fn(D: tf.keras.Model, shape: tuple[int, int, int], mirror: tup
     `mirror`: the classes --tta mirrors; `offsets`: --prior's, prior_of)."""
     shift = None if offsets is None else tf.constant(offsets, tf.float32)
 
+    def of(x):
+        return model.class_probabilities(D, input_ops.scale(x), mirror, shift)
+
     @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
     def probabilities(images):
-        return model.class_probabilities(D, input_ops.scale(images), mirror, shift)
+        # A SavedModel's signature checks only the dtype: a batch of another shape would abort the process in a
+        # convolution, and an empty one fail in it, so the shape is checked (InvalidArgumentError) and an empty
+        # batch gets empty probabilities.
+        images = tf.ensure_shape(images, [None, *shape])
+        return tf.cond(tf.shape(images)[0] > 0, lambda: of(images), lambda: of(tf.zeros([1, *shape], tf.uint8))[:0])
     return probabilities
 
 
@@ -756,9 +767,15 @@ def predictions_csv(files: list[str], probs: np.ndarray, class_names: list[str])
 @contextlib.contextmanager
 def atomic_target(path: Path):
     """A temporary sibling of `path` to write in the block: renamed to `path` when the block ends, removed if the
-    block or the rename fails, so neither a stop nor an error leaves a cut file or a stray one behind."""
+    block or the rename fails, so neither a stop nor an error leaves a cut file or a stray one behind. The sibling is
+    hidden and named by this process, never a file of the user's (such as `path`.tmp). A symlink is written through
+    (its target replaced); a device or pipe such as /dev/null or /dev/stdout is written to as it is."""
+    if path.exists() and not path.is_file() and not path.is_dir():  # a device, pipe or socket (links followed)
+        yield path
+        return
+    path = Path(os.path.realpath(path)) if path.is_symlink() else path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
         tmp.replace(path)
@@ -784,6 +801,9 @@ def predict(args: argparse.Namespace) -> dict:
     """Classify --predict (a file or folder) and write the CSV to --output or stdout."""
     start = time.perf_counter()
     files = list_images(Path(args.predict))
+    output = None if args.output in (None, "-") else Path(args.output)
+    if output is not None and output.is_file() and any(_same_file(output, f) for f in files):
+        raise UserError(f"--output {output} is one of the images to classify; write the CSV elsewhere")
     run, _ = find_run(args.checkpoint)
     cfg = config.read_run_config(run)
     warn_unused_flags(args, cfg, run, None, ("resize", "channels"))
@@ -801,21 +821,32 @@ def predict(args: argparse.Namespace) -> dict:
     if not kept:
         raise UserError(f"none of the {len(files)} file(s) in --predict {args.predict} is a readable image")
     text = predictions_csv(kept, probs, cfg["dataset_info"]["class_names"])
-    if args.output:
+    if output is not None:
         try:
-            write_atomic(Path(args.output), text)
+            write_atomic(output, text)
         except OSError as e:
-            raise UserError(f"cannot write {args.output} ({e.strerror or e}); choose another --output") from None
+            raise UserError(f"cannot write {output} ({e.strerror or e}); choose another --output") from None
     else:
         sys.stdout.write(text)
+        sys.stdout.flush()  # here, so that a reader gone (BrokenPipeError) is met inside exits_cleanly
     seconds = time.perf_counter() - start
     print(f"classified {len(kept)} image(s) in {seconds:.2f} s with {ckpt} (step {step})"
-          + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
+          + (f" -> {output}" if output is not None else ""), file=sys.stderr)
     return {"classified": len(kept), "skipped": [f for f, _ in bad], "output": args.output, "seconds": seconds}
 
 
+def _same_file(a: Path, b: str) -> bool:
+    """Whether `a` and the file `b` are one file (False if either is gone)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 class Classifier(tf.Module):
-    """What --export saves: D's weights and a serving function, uint8 images -> probabilities and classes."""
+    """What --export saves: D's weights and two signatures. serving_default: uint8 images -> per image (all outputs
+    batched, as TensorFlow Serving's row format requires) the class probabilities, the class index and its name;
+    class_names: no input -> the class names in the probabilities' order."""
 
     def __init__(self, D: tf.keras.Model, shape: tuple[int, int, int], class_names: list[str],
                  mirror: tuple[int, ...] = (), offsets: np.ndarray | None = None):
@@ -823,12 +854,18 @@ class Classifier(tf.Module):
         self.weights = [w.value for w in D.weights]  # the tf.Variables the traced graph reads
         probabilities = probabilities_fn(D, shape, mirror, offsets)
 
+        names = tf.constant(class_names, tf.string)
+
         @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="images")])
         def serve(images):
             p = probabilities(images)
-            return {"probabilities": p, "classes": tf.argmax(p, axis=-1, output_type=tf.int64),
-                    "class_names": tf.constant(class_names, tf.string)}
-        self.serve = serve
+            k = tf.argmax(p, axis=-1, output_type=tf.int64)
+            return {"probabilities": p, "classes": k, "class_name": tf.gather(names, k)}
+
+        @tf.function(input_signature=[])
+        def names_of():
+            return {"class_names": names}
+        self.serve, self.class_names = serve, names_of
 
 
 def run_in(path: Path) -> Path | None:
@@ -845,37 +882,59 @@ def run_in(path: Path) -> Path | None:
 
 def export(args: argparse.Namespace) -> dict:
     """Write the classifier (EMA weights by default) as a SavedModel to --export, atomically."""
-    out = Path(args.export)
+    shown = Path(args.export)
+    out = Path(os.path.abspath(shown))  # "." and "x/.." name no folder to put a sibling beside
     run = out.exists() and (not out.is_dir() or any(out.iterdir())) and run_in(out)
     if run:  # --force would replace it, checkpoints and all
-        raise UserError(f"--export {out} holds the run {run} or a part of it; the SavedModel goes to a folder of "
-                        f"its own, e.g. --export {run / 'export'}")
+        raise UserError(f"--export {shown} holds the run {run} or a part of it; the SavedModel goes to a folder "
+                        f"of its own, e.g. --export {run / 'export'}")
     if out.exists() and not args.force and not out.is_dir():
-        raise UserError(f"--export {out} is a file, not a folder; pass --force to replace it, or choose another DIR")
-    if out.exists() and not args.force and any(out.iterdir()):
-        raise UserError(f"--export {out} already exists and is not empty; pass --force to replace it, "
-                        "or choose another DIR")
+        raise UserError(f"--export {shown} is a file, not a folder; pass --force to replace it, or choose "
+                        "another DIR")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "saved_model.pb").exists():  # a folder of the user's: --force is not for that
+            raise UserError(f"--export {shown} is a folder that holds files and no SavedModel; --force "
+                            "replaces only an earlier export: choose another DIR")
+        if not args.force:
+            raise UserError(f"--export {shown} already holds a SavedModel; pass --force to replace it, "
+                            "or choose another DIR")
     run, cfg, ckpt, D, _, step = restore_latest(args)
     shape, mirror = image_shape(cfg), tta_classes(args, cfg)
     offsets = prior_of(args, cfg, run, D, ckpt, step, eval_batch(args.batch_size, shape))
     module = Classifier(D, shape, cfg["dataset_info"]["class_names"], mirror, offsets)
-    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
-    for stale in (tmp, old):
-        shutil.rmtree(stale, ignore_errors=True)
+    # Siblings of this process's own (hidden, with its pid): never a name of the user's, such as DIR.old. An empty
+    # folder is written in place (it may be the shell's current one), and emptied again if that fails.
+    empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())
+    tmp, old = (out if empty else out.with_name(f".{out.name}.{os.getpid()}.{part}") for part in ("tmp", "old"))
+    moved = False
     try:
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-    except (OSError, tf.errors.OpError) as e:  # TensorFlow's file errors are not OSErrors
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve,
+                                                          "class_names": module.class_names})
+        if not empty:
+            if out.exists() or out.is_symlink():
+                out.rename(old)
+                moved = True
+            tmp.rename(out)
+    except BaseException as e:
+        for p in tmp.iterdir() if empty else [tmp]:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        if moved:  # the earlier export back where it was
+            with contextlib.suppress(OSError):
+                old.rename(out)
+        if not isinstance(e, (OSError, tf.errors.OpError)):  # TensorFlow's file errors are not OSErrors
+            raise
         why = e.strerror if isinstance(e, OSError) else (e.message.splitlines() or [""])[0]
-        raise UserError(f"cannot write --export {out} ({why or e}); choose a writable DIR") from None
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        old.unlink(missing_ok=True)
-    print(f"exported {ckpt} (step {step}, {args.weights} weights) to {out}", file=sys.stderr)
-    return {"export": str(out), "checkpoint": ckpt, "step": step}
+        raise UserError(f"cannot write --export {shown} ({why or e}); choose a writable DIR") from None
+    if moved:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    print(f"exported {ckpt} (step {step}, {args.weights} weights) to {shown}", file=sys.stderr)
+    return {"export": str(shown), "checkpoint": ckpt, "step": step}
 
 
 def write_samples(args: argparse.Namespace) -> dict:

@@ -22,6 +22,7 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import multiprocessing
@@ -160,11 +161,18 @@ def ensure(name: str, data_dir: str | os.PathLike = "data", dataset_dir: str | o
 
 
 def _ignored(name: str) -> bool:
-    """Files and folders skipped silently: hidden, OS clutter, README/LICENSE, text-like files."""
+    """Files and folders skipped silently: hidden, OS clutter, README/LICENSE (but not an image so named, such as
+    license.png), text-like files."""
     low = name.lower()
-    stem = low.split(".")[0]
-    return (low.startswith(".") or low in IGNORED_NAMES or stem in IGNORED_STEMS
-            or ("." not in low and low.startswith(IGNORED_STEMS)) or os.path.splitext(low)[1] in IGNORED_SUFFIXES)
+    stem, suffix = low.split(".")[0], os.path.splitext(low)[1]
+    return (low.startswith(".") or low in IGNORED_NAMES or (stem in IGNORED_STEMS and suffix not in _image_suffixes())
+            or ("." not in low and low.startswith(IGNORED_STEMS)) or suffix in IGNORED_SUFFIXES)
+
+
+@functools.cache
+def _image_suffixes() -> frozenset[str]:
+    """The file name extensions of the image formats Pillow knows (.png, .jpg, ...)."""
+    return frozenset(Image.registered_extensions())
 
 
 def walk(top: Path, rel: str, seen: set[str] | None = None) -> Iterator[tuple[str, int, int]]:

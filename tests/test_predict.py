@@ -165,6 +165,58 @@ def test_a_failed_write_leaves_neither_a_cut_file_nor_its_temporary(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
+def test_writes_go_through_links_and_into_devices_and_leave_the_users_files_alone(tmp_path):
+    (tmp_path / "x.csv.tmp").write_text("mine")
+    (tmp_path / "real.csv").write_text("old")
+    (tmp_path / "link.csv").symlink_to("real.csv")
+    (tmp_path / "null").symlink_to(os.devnull)  # as --output /dev/null: written to, never replaced by a file
+    for name in ("x.csv", "link.csv", "null"):
+        evaler.write_atomic(tmp_path / name, "text")
+    assert (tmp_path / "x.csv").read_text() == "text" and (tmp_path / "x.csv.tmp").read_text() == "mine"
+    assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "real.csv").read_text() == "text"
+    assert (tmp_path / "null").is_symlink() and Path(os.devnull).is_char_device()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "null", "real.csv", "x.csv", "x.csv.tmp"]
+
+
+def test_predict_refuses_an_output_that_is_an_input_and_writes_stdout_for_dash(run, tmp_path, capsys):
+    for name in ("0.png", "license.png"):  # an image named like a LICENSE file is still an image
+        Image.fromarray(np.zeros((12, 12), np.uint8)).save(tmp_path / name)
+    (tmp_path / "LICENSE").write_text("MIT\n")
+    with pytest.raises(SystemExit) as e:
+        evaler.main([*run, "--predict", str(tmp_path), "--output", str(tmp_path / "0.png")])
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == (
+        f"error: --output {tmp_path / '0.png'} is one of the images to classify; write the CSV elsewhere")
+    assert Image.open(tmp_path / "0.png").size == (12, 12)
+    evaler.main([*run, "--predict", str(tmp_path), "--output", "-"])
+    rows = read_csv(capsys.readouterr().out)
+    assert [Path(r["path"]).name for r in rows] == ["0.png", "license.png"] and not (Path.cwd() / "-").exists()
+
+
+def test_a_samples_grid_to_stdout_is_refused(run, capsys):
+    with pytest.raises(SystemExit) as e:
+        evaler.main([*run, "--samples", "4", "--output", "-"])
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == (
+        "error: --output - (stdout) is for --predict's CSV; name the PNG file to write, e.g. --output grid.png")
+    assert not (Path.cwd() / "-").exists()
+
+
+def test_a_reader_of_stdout_gone_ends_the_command_quietly(tmp_path):
+    """`evaler.py --predict DIR | head`: once head exits, writing the CSV meets a broken pipe."""
+    code = ("import sys, errors\n"
+            "@errors.exits_cleanly\n"
+            "def main():\n"
+            "    for _ in range(100000):\n"
+            "        sys.stdout.write('x' * 100 + '\\n')\n"
+            "    sys.stdout.flush()\n"
+            "main()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(evaler.__file__).parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.read(10)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err == b""
+
+
 def test_predict_writes_file_names_that_are_not_utf8_as_their_bytes(run, tmp_path):
     name = os.fsdecode(b"caf\xe9.png")  # as Python lists a Latin-1 name: the byte 0xe9 held as a surrogate
     Image.fromarray(np.zeros((12, 12), np.uint8)).save(tmp_path / name)
@@ -185,9 +237,21 @@ import json, sys
 import numpy as np
 import tensorflow as tf
 m = tf.saved_model.load(sys.argv[1])
-out = m.signatures["serving_default"](images=tf.constant(np.load(sys.argv[2])))
+serve = m.signatures["serving_default"]
+x = np.load(sys.argv[2])
+out = serve(images=tf.constant(x))
+empty = serve(images=tf.constant(x[:0]))
+rejected = []
+for bad in (x[0], x[:, :-1], x[..., :0]):  # no batch axis, a row short, no channel: refused, not a crash
+    try:
+        serve(images=tf.constant(bad))
+    except tf.errors.InvalidArgumentError:
+        rejected.append(bad.shape)
 print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(), "classes": out["classes"].numpy().tolist(),
-                  "class_names": [c.decode() for c in out["class_names"].numpy()],
+                  "class_name": [c.decode() for c in out["class_name"].numpy()],
+                  "class_names": [c.decode() for c in m.signatures["class_names"]()["class_names"].numpy()],
+                  "batched": sorted(k for k, v in out.items() if v.shape[0] == len(x)),
+                  "empty": {k: list(v.shape) for k, v in empty.items()}, "rejected": len(rejected),
                   "dtypes": [out["classes"].dtype.name, out["probabilities"].dtype.name],
                   "repo_modules": sorted(set(sys.modules) & {"ops", "model", "evaler", "input_ops", "config"})}))
 """
@@ -196,7 +260,7 @@ print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(), "class
 def test_export_loads_with_tensorflow_alone_in_a_fresh_process(run, classifier, tmp_path):
     export = tmp_path / "exported"
     assert evaler.main([*run, "--export", str(export)])["export"] == str(export)
-    assert (export / "saved_model.pb").exists() and not (tmp_path / "exported.tmp").exists()
+    assert (export / "saved_model.pb").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
     x = np.random.default_rng(2).integers(0, 256, (7, *SHAPE), dtype=np.uint8)
     np.save(tmp_path / "x.npy", x)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -209,6 +273,10 @@ def test_export_loads_with_tensorflow_alone_in_a_fresh_process(run, classifier, 
     want = reference_probs(classifier, x)
     np.testing.assert_allclose(np.array(got["probabilities"]), want, atol=1e-5)
     assert got["classes"] == np.argmax(want, -1).tolist() and got["class_names"] == NAMES
+    assert got["class_name"] == [NAMES[k] for k in got["classes"]]
+    # every output per image, as TensorFlow Serving's row format needs; an empty batch gives empty outputs
+    assert got["batched"] == ["class_name", "classes", "probabilities"]
+    assert got["empty"] == {"class_name": [0], "classes": [0], "probabilities": [0, 3]} and got["rejected"] == 3
     assert got["dtypes"] == ["int64", "float32"] and got["repo_modules"] == []
 
 
@@ -237,17 +305,37 @@ def test_predict_and_export_in_bfloat16_give_float32_probabilities_close_to_floa
     assert not np.allclose(got, want, atol=1e-6, rtol=0)  # computed in bfloat16, not float32
 
 
-def test_export_refuses_a_non_empty_dir_unless_forced(run, tmp_path, capsys):
+def test_export_replaces_only_an_earlier_export_and_only_when_forced(run, tmp_path, capsys):
     export = tmp_path / "exported"
     export.mkdir()
     (export / "keep.txt").write_text("mine")
+    for force in ([], ["--force"]):  # a folder of the user's is never replaced
+        with pytest.raises(SystemExit) as e:
+            evaler.main([*run, "--export", str(export), *force])
+        assert e.value.code == 2 and capsys.readouterr().err.strip() == (
+            f"error: --export {export} is a folder that holds files and no SavedModel; --force replaces only an "
+            "earlier export: choose another DIR")
+    assert (export / "keep.txt").read_text() == "mine"
+    export = tmp_path / "model"
+    for mine in ("model.old", "model.tmp"):  # the user's own names beside it are not the export's to take
+        (tmp_path / mine).write_text("mine")
+    evaler.main([*run, "--export", str(export)])
     with pytest.raises(SystemExit) as e:
         evaler.main([*run, "--export", str(export)])
-    assert e.value.code == 2 and "--force" in capsys.readouterr().err
-    assert (export / "keep.txt").read_text() == "mine"
+    assert e.value.code == 2 and "already holds a SavedModel; pass --force to replace it" in capsys.readouterr().err
+    (export / "marker").write_text("the earlier export")
     evaler.main([*run, "--export", str(export), "--force"])
-    assert (export / "saved_model.pb").exists() and not (export / "keep.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
+    assert (export / "saved_model.pb").exists() and not (export / "marker").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported", "model", "model.old", "model.tmp"]
+    assert (tmp_path / "model.old").read_text() == (tmp_path / "model.tmp").read_text() == "mine"
+
+
+def test_export_to_the_current_folder(run, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert evaler.main([*run, "--export", "."])["export"] == "."
+    assert (here / "saved_model.pb").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["here"]
 
 
 def test_export_never_replaces_a_run_dir_a_part_of_one_or_a_folder_of_runs_even_forced(run, capsys):
