@@ -218,6 +218,9 @@ def choose_run_dir(args: argparse.Namespace, info) -> tuple[Path, dict]:
     record["dataset_info"] = config.dataset_record(info)
     run = Path(args.train_dir) if args.train_dir else _default_run_dir(args, record)
     if (run / "config.json").exists():
+        if args.new_run and args.train_dir:
+            raise UserError(f"--new_run starts a new default run dir, but --train_dir {run} holds a run; drop "
+                            "--new_run to resume it, or choose a new --train_dir")
         old = config.read_run_config(run)
         diff = config_diff(old, record)
         if diff:
@@ -534,6 +537,8 @@ def keras_seed(seed: int) -> None:
 
 METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_bal", "loss_fent", "loss_vat", "loss_cons", "loss_g",
            "acc_lab", "p_real", "p_fake")
+# The metrics of the GAN's part, which a --supervised_only run does not have (not written for it).
+GAN_METRICS = ("loss_unsup", "loss_fent", "loss_g", "p_real", "p_fake")
 
 
 def mirror_guessed(classifier, images: tf.Tensor, flip_classes: Sequence[int], seed: tf.Tensor) -> tf.Tensor:
@@ -691,7 +696,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
 
     @tf.function
     def loop(lab_iter, unl_iter, n):
-        p_real = p_fake = tf.zeros([args.batch_size // strategy.num_replicas_in_sync])
+        p_real = p_fake = tf.zeros([args.batch_size])
         finite = tf.constant(True)
         for _ in tf.range(n):
             tf.autograph.experimental.set_loop_options(
@@ -703,8 +708,7 @@ def make_train_loop(gan: GAN, args: argparse.Namespace, strategy: tf.distribute.
             v = mean(m)  # the metrics stacked: one cross-replica reduce for all of them
             sums.assign_add(v)
             finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(tf.gather(v, losses))))
-            p_real, p_fake = strategy.experimental_local_results(p_real_r)[0], \
-                strategy.experimental_local_results(p_fake_r)[0]
+            p_real, p_fake = (tf.concat(strategy.experimental_local_results(p), 0) for p in (p_real_r, p_fake_r))
             count.assign_add(1.0)
             gan.step.assign_add(1)
         return p_real, p_fake, finite
@@ -742,6 +746,9 @@ PEER_LOST = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.Deadl
 
 def make_strategy(args: argparse.Namespace) -> tf.distribute.Strategy:
     """The tf.distribute strategy of --strategy (after splitting the CPU into --cpu_devices logical devices)."""
+    if args.cpu_devices > 1 and args.strategy == "default":
+        raise UserError(f"--cpu_devices {args.cpu_devices} splits the CPU into devices for --strategy mirrored; add "
+                        "--strategy mirrored, or drop --cpu_devices")
     if args.cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         try:
@@ -756,8 +763,17 @@ def make_strategy(args: argparse.Namespace) -> tf.distribute.Strategy:
         if "TF_CONFIG" not in os.environ:
             raise UserError("--strategy multi_worker needs the TF_CONFIG environment variable (see README: "
                             "several machines)")
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=args.collective_timeout)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        try:
+            tf_config = json.loads(os.environ["TF_CONFIG"])
+            if not isinstance(tf_config.get("cluster"), dict) or not isinstance(tf_config.get("task"), dict):
+                raise ValueError('it has no "cluster" and "task" objects')
+            options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=args.collective_timeout)
+            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        except (ValueError, AttributeError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+            why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            raise UserError(f"TF_CONFIG is not a cluster this worker can join ({why}); it must be JSON like "
+                            '{"cluster": {"worker": ["hostA:2222", "hostB:2222"]}, "task": {"type": "worker", '
+                            '"index": 0}} (see README: several machines)') from None
     return tf.distribute.get_strategy()
 
 
@@ -820,7 +836,7 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> dict:
     # nothing in it is this run's.
     new_default = fresh and not args.train_dir
     lab_idx = labeled_indices(None if new_default else run, train_split.labels, args, info.class_names)
-    check_sizes(args, len(train_split), len(test_split), strategy.num_replicas_in_sync)
+    check_sizes(args, len(train_split), len(test_split), strategy.num_replicas_in_sync, len(lab_idx))
     max_steps = args.max_steps if args.max_steps is not None else max(1, int(args.epochs * len(train_split)
                                                                             / args.batch_size))
     if not new_default:
@@ -839,10 +855,14 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> dict:
     restore(gan, manager if chief else tf.train.CheckpointManager(gan.checkpoint(), str(run / "ckpt"), None), run)
     if args.data_init and int(gan.step.numpy()) == 0:
         init_weights(gan, train_split, args, strategy)
+    if chief and int(gan.step.numpy()) < max_steps:  # a finished run trained further is unfinished again
+        (run / "result.json").unlink(missing_ok=True)
     if max_steps == 0:
         print(f"Built the model in {run} (max_steps 0): nothing trained.")
         return {"run_dir": str(run), "step": int(gan.step.numpy())}
     loop, read_metrics = make_train_loop(gan, args, strategy, flips, max_steps)
+    if chief:
+        trim_events(run / "logs", int(gan.step.numpy()))
     writer = tf.summary.create_file_writer(str(run / "logs")) if chief else tf.summary.create_noop_writer()
     z_fixed = model.grid_noise(args.seed, args.z_dim, 100)
     print(f"Training {run} on {args.dataset} ({strategy.num_replicas_in_sync} replica(s)): {len(lab_idx)} labelled "
@@ -898,11 +918,17 @@ def init_weights(gan: GAN, split: input_ops.Split, args: argparse.Namespace, str
             e.assign(v)
 
 
-def check_sizes(args: argparse.Namespace, n_train: int, n_test: int, replicas: int = 1) -> None:
+def check_sizes(args: argparse.Namespace, n_train: int, n_test: int, replicas: int = 1,
+                n_labeled: int | None = None) -> None:
     """Flag values that no run could use, stated before anything is written."""
     if args.batch_size % replicas:
         raise UserError(f"--batch_size {args.batch_size} must be divisible by the {replicas} replicas "
                         f"(e.g. {replicas * max(1, args.batch_size // replicas)})")
+    lab_batch = min(args.batch_size, n_labeled or args.batch_size)  # input_ops.labeled_stream's
+    if lab_batch % replicas:  # the replicas' halves would weigh unequally in the global mean
+        raise UserError(f"the labelled batch, {lab_batch} (all the labelled images), must be divisible by the "
+                        f"{replicas} replicas; label a multiple of {replicas} images (e.g. --num_labeled "
+                        f"{replicas * max(1, lab_batch // replicas)})")
     if args.d_hidden_noise is not None and args.arch == "conv":
         raise UserError("--d_hidden_noise is for the mlp and lenet Ds; the conv D has dropout instead: drop the flag")
     if args.sup_mixup and args.sup_smoothing:
@@ -970,6 +996,11 @@ class RunContext:
         self.run, self.info, self.z_fixed, self.max_steps = run, info, z_fixed, max_steps
         self._prior: tuple[int, np.ndarray] | None = None  # (step, offsets) of --prior labeled's last fit
         self.curves = Curves(run, int(gan.step.numpy()))
+        step = int(gan.step.numpy())  # (step, accuracy) of the last evaluation: one at the start step was made
+        acc = self.curves.series.get("test/accuracy", {}).get(step)  # before a stop there, with these weights
+        self.evaluated = None if acc is None else (step, acc)
+        self.title = f"{run.name}: {args.dataset}, {len(lab_idx)} labels"
+        self.pending = False  # whether steps were trained since the last summary
 
     def iterators(self):
         """Fresh labelled and unlabelled iterators positioned at the current step."""
@@ -1004,7 +1035,8 @@ class RunContext:
             if image is not None:
                 tf.summary.image("test/confusion", image[None])
         self.curves.add(step, {"test/accuracy": acc})
-        self.curves.write(f"{self.run.name}: {self.args.dataset}, {len(self.lab_idx)} labels", final)
+        self.curves.write(self.title, final)
+        self.evaluated = step, acc
         return acc
 
     def save(self, step: int) -> None:
@@ -1077,16 +1109,16 @@ def _loop(ctx: RunContext, stop: StopFlag) -> str:
                 continue
             step += n
             bar.update(n)
-            if step % args.summary_every == 0 or step == max_steps:
-                m = ctx.read_metrics()
+            ctx.pending = step % args.summary_every != 0 and step != max_steps  # steps not yet in a summary
+            if not ctx.pending:
+                m = _write_summary(ctx, step, lr, p_real, p_fake)
                 shown = ("loss_d", "acc_lab") if args.supervised_only else ("loss_d", "loss_g", "acc_lab")
                 bar.set_postfix({k: f"{m[k]:.3g}" for k in shown}, refresh=False)
-                _write_scalars(ctx.writer, step, m, lr, p_real, p_fake)
-                ctx.curves.add(step, {f"train/{k}": v for k, v in m.items()})
             if step % args.eval_every == 0 and step < max_steps and ctx.chief:
                 acc = ctx.test_accuracy(step)
                 bar.write(f"step {step}: test accuracy {acc:.4f}")
-                _write_samples(ctx, step)
+                if not args.supervised_only:
+                    _write_samples(ctx, step)
             if step % args.ckpt_every == 0:
                 ctx.save(step)
             if stop:
@@ -1113,19 +1145,69 @@ def _on_divergence(ctx: RunContext, step: int, bar) -> None:
         raise UserError(f"training diverged by step {step} (a loss became NaN/Inf); {kept}; {fix} and re-run")
     scale = float(ctx.gan.lr_scale.numpy()) / 2
     restore(ctx.gan, ctx.manager, ctx.run)
+    ctx.pending = False
     ctx.curves.trim(int(ctx.gan.step.numpy()))
+    if ctx.chief:  # TensorBoard's points after the checkpoint go too: those steps are trained again
+        ctx.writer.close()
+        trim_events(ctx.run / "logs", int(ctx.gan.step.numpy()))
+        ctx.writer = tf.summary.create_file_writer(str(ctx.run / "logs"))
+    step_back = int(ctx.gan.step.numpy())
+    if ctx.evaluated and ctx.evaluated[0] > step_back:
+        ctx.evaluated = None
     ctx._prior = None  # fitted for the weights rolled back from
     ctx.gan.lr_scale.assign(scale)
     bar.write(f"step {step}: a loss became NaN/Inf; rolled back to {last} and halved the LR (scale {scale:g})")
 
 
-def _write_scalars(writer, step: int, m: dict, lr: float, p_real, p_fake) -> None:
-    with writer.as_default(step=step):
+def _write_summary(ctx: RunContext, step: int, lr: float, p_real=None, p_fake=None) -> dict:
+    """The metrics' means over the steps since the last summary, as train/* scalars (TensorBoard and the curves),
+    with D's P(real) histograms of the last step's batches (if given); returns them."""
+    m = ctx.read_metrics()
+    if ctx.args.supervised_only:
+        m = {k: v for k, v in m.items() if k not in GAN_METRICS}
+    with ctx.writer.as_default(step=step):
         for k, v in m.items():
             tf.summary.scalar(f"train/{k}", v)
         tf.summary.scalar("train/lr", lr)
-        tf.summary.histogram("D/p_real_unlabeled", p_real)
-        tf.summary.histogram("D/p_real_generated", p_fake)
+        if p_real is not None and not ctx.args.supervised_only:
+            tf.summary.histogram("D/p_real_unlabeled", p_real)
+            tf.summary.histogram("D/p_real_generated", p_fake)
+    ctx.curves.add(step, {f"train/{k}": v for k, v in m.items()})
+    return m
+
+
+def trim_events(logs: Path, step: int) -> None:
+    """Drop the points after `step` from a run's TensorBoard event files: the steps a resumed or rolled-back run
+    trains again, which TensorBoard would otherwise show twice (it drops stale points only at a SessionLog.START
+    event, which TensorFlow 2's summary writers never write). A record cut short by a crash ends its file."""
+    from tensorflow.core.util import event_pb2
+
+    for path in sorted(logs.glob("events.out.tfevents.*")):
+        kept, dropped = [], False
+        records = iter(tf.data.TFRecordDataset(str(path)))
+        while True:
+            try:
+                record = next(records).numpy()
+            except StopIteration:
+                break
+            except tf.errors.DataLossError:  # the tail a killed process left half-written
+                dropped = True
+                break
+            event = event_pb2.Event.FromString(record)
+            if event.HasField("summary") and event.step > step:
+                dropped = True
+            else:
+                kept.append(record)
+        if not dropped:
+            continue
+        tmp = logs / f".trim-{os.getpid()}.tmp"  # no "tfevents" in its name: TensorBoard never reads it
+        try:
+            with tf.io.TFRecordWriter(str(tmp)) as w:
+                for record in kept:
+                    w.write(record)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _write_samples(ctx: RunContext, step: int) -> None:
@@ -1140,6 +1222,8 @@ def _write_samples(ctx: RunContext, step: int) -> None:
 def _finish(ctx: RunContext, status: str) -> dict:
     """Save, evaluate and report at the end of a run (or exit 130 after a signal)."""
     step, manager = int(ctx.gan.step.numpy()), ctx.manager
+    if ctx.pending:  # a stop between summaries: the steps since the last one, at this step
+        _write_summary(ctx, step, learning_rate(ctx.args, step - 1, ctx.max_steps) * float(ctx.gan.lr_scale.numpy()))
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
         ctx.save(step)
     elif ctx.args.prior == "labeled" and not evaler.prior_file(manager.latest_checkpoint).exists():
@@ -1152,9 +1236,13 @@ def _finish(ctx: RunContext, status: str) -> dict:
     if status == "signal":
         print(f"Interrupted: saved {manager.latest_checkpoint} at step {step}; re-run the same command to resume.")
         sys.exit(130)
-    acc = ctx.test_accuracy(step, final=True)
-    if not ctx.args.supervised_only:
-        _write_samples(ctx, step)
+    if ctx.evaluated and ctx.evaluated[0] == step:  # evaluated at this step already (then stopped, or re-run)
+        acc = ctx.evaluated[1]
+        ctx.curves.write(ctx.title, final=True)
+    else:
+        acc = ctx.test_accuracy(step, final=True)
+        if not ctx.args.supervised_only:
+            _write_samples(ctx, step)
     ctx.writer.flush()
     result = {"run_dir": str(ctx.run), "checkpoint": manager.latest_checkpoint, "step": step,
               "test_accuracy": acc, "stopped_by": status}

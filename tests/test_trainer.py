@@ -46,6 +46,14 @@ def scalars(run: Path, tag: str) -> dict[int, float]:
     return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in ea.Tensors(tag)}
 
 
+def steps_written(run: Path, tag: str) -> list[int]:
+    """The steps of every point of `tag` in the run's event files, in TensorBoard's reading order (duplicates
+    kept: TensorBoard would draw each)."""
+    ea = EventAccumulator(str(run / "logs"), size_guidance={"tensors": 0})
+    ea.Reload()
+    return [e.step for e in ea.Tensors(tag)] if tag in ea.Tags()["tensors"] else []
+
+
 @pytest.fixture(scope="module")
 def trained(dsdir, tmp_path_factory) -> tuple[Path, dict]:
     run = tmp_path_factory.mktemp("runs") / "ssgan"
@@ -271,10 +279,95 @@ def test_evaler_flags_that_disagree_with_the_run_are_clear_errors(trained, dsdir
 
 
 def test_supervised_only_trains_the_classifier_without_a_gan(dsdir, tmp_path):
-    result = train(dsdir, tmp_path / "sup", "--max_steps", "20", "--supervised_only")
+    run = tmp_path / "sup"
+    result = train(dsdir, run, "--max_steps", "20", "--supervised_only")
     assert result["test_accuracy"] > 0.6
-    loss_g = scalars(tmp_path / "sup", "train/loss_g")
-    assert set(loss_g.values()) == {0.0}
+    assert steps_written(run, "train/loss_sup") == [10, 20]  # and nothing of a GAN it does not have:
+    for tag in ("train/loss_g", "train/p_real", "D/p_real_generated", "samples"):
+        assert steps_written(run, tag) == [], tag
+    assert not (run / "samples").exists() and "train/loss_g" not in json.loads((run / "curves.json").read_text())
+
+
+@pytest.mark.parametrize("flags,env,message", [
+    (["--cpu_devices", "2"], {}, "error: --cpu_devices 2 splits the CPU into devices for --strategy mirrored; add "
+     "--strategy mirrored, or drop --cpu_devices"),
+    (["--strategy", "mirrored", "--cpu_devices", "2", "--num_labeled", "9"], {},
+     "error: the labelled batch, 9 (all the labelled images), must be divisible by the 2 replicas; label a multiple "
+     "of 2 images (e.g. --num_labeled 8)"),
+    (["--strategy", "multi_worker"], {"TF_CONFIG": "not json"}, "error: TF_CONFIG is not a cluster this worker can "
+     "join (Expecting value: line 1 column 1 (char 0)); it must be JSON like"),
+    (["--strategy", "multi_worker"], {"TF_CONFIG": '{"cluster": {"worker": ["127.0.0.1:29111"]}, "task": {"type": '
+                                                   '"worker", "index": 3}}'},
+     "error: TF_CONFIG is not a cluster this worker can join (The `task_id` 3 exceeds"),
+])
+def test_devices_and_clusters_no_run_can_use_are_one_line_errors(dsdir, tmp_path, flags, env, message):
+    cmd = [sys.executable, str(ROOT / "trainer.py"), "--dataset", "tiny", "--dataset_dir", str(dsdir), "--train_dir",
+           str(tmp_path / "r"), "--num_labeled", "30", *TINY_FLAGS, "--max_steps", "2", *flags]
+    proc = subprocess.run(cmd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_rollback_drops_the_tensorboard_points_after_its_checkpoint(dsdir, tmp_path, monkeypatch, capsys):
+    real = trainer.make_train_loop
+
+    def nan_once_at_step_30(gan, *a, **k):  # as a loss that became NaN in the chunk ending at step 30
+        loop, read = real(gan, *a, **k)
+        hit = []
+
+        def flaky(*args):
+            p_real, p_fake, finite = loop(*args)
+            if int(gan.step.numpy()) == 30 and not hit:
+                hit.append(True)
+                return p_real, p_fake, tf.constant(False)
+            return p_real, p_fake, finite
+        return flaky, read
+    monkeypatch.setattr(trainer, "make_train_loop", nan_once_at_step_30)
+    run = tmp_path / "r"
+    train(dsdir, run, "--max_steps", "40", "--ckpt_every", "20", "--summary_every", "5", "--eval_every", "5",
+          "--nan_policy", "restore")
+    out = capsys.readouterr()
+    assert "rolled back to" in out.err + out.out
+    # Step 25 was written, then rolled back to 20 and trained again: shown once, from the second time.
+    for tag in ("train/loss_sup", "test/accuracy", "samples"):
+        assert steps_written(run, tag) == [5, 10, 15, 20, 25, 30, 35, 40], tag
+
+
+def test_new_run_with_a_train_dir_that_holds_a_run_is_refused(dsdir, tmp_path, capsys):
+    train(dsdir, tmp_path / "r", "--max_steps", "2")
+    with pytest.raises(SystemExit) as e:
+        train(dsdir, tmp_path / "r", "--max_steps", "4", "--new_run")
+    assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --new_run starts a new default run dir, but --train_dir {tmp_path / 'r'} holds a run; drop --new_run "
+        "to resume it, or choose a new --train_dir")
+
+
+def test_tensorboard_shows_each_step_once_across_stops_resumes_crashes_and_re_runs(dsdir, tmp_path):
+    run = tmp_path / "r"
+    tags = ("train/loss_sup", "test/accuracy", "samples")
+    # A time-budget stop after the first chunk of 5 steps: its summary and evaluation at step 5.
+    assert train(dsdir, run, "--max_steps", "30", "--time_budget_min", "1e-6")["step"] == 5
+    assert not (run / "result.json").exists()
+    assert [steps_written(run, t) for t in tags] == [[5]] * 3
+    train(dsdir, run, "--max_steps", "30")
+    assert [steps_written(run, t) for t in tags] == [[5, 10, 20, 30]] * 3
+    assert json.loads((run / "result.json").read_text())["step"] == 30
+    # Re-running the finished run evaluates nothing again.
+    before = scalars(run, "test/accuracy")
+    assert train(dsdir, run, "--max_steps", "30")["test_accuracy"] == before[30]
+    assert [steps_written(run, t) for t in tags] == [[5, 10, 20, 30]] * 3
+    # Trained further, it is unfinished until it gets there: its result.json goes.
+    assert train(dsdir, run, "--max_steps", "50", "--time_budget_min", "1e-6")["step"] == 35
+    assert not (run / "result.json").exists()
+    # A crash after step 40 that left its checkpoint unreadable: the run goes on from step 35, and the points it
+    # wrote after that are dropped, not shown beside the new ones.
+    train(dsdir, run, "--max_steps", "40")
+    for f in (run / "ckpt").glob("ckpt-40.*"):
+        f.write_bytes(b"")
+    (run / "result.json").unlink()
+    train(dsdir, run, "--max_steps", "40")
+    assert [steps_written(run, t) for t in tags] == [[5, 10, 20, 30, 35, 40]] * 3
 
 
 @pytest.mark.parametrize("head,g_loss,augment,g_update", [("nplus1", "gan", "labeled", "alternating"),
@@ -353,7 +446,9 @@ def test_sigterm_saves_a_checkpoint_and_rerun_resumes(dsdir, tmp_path):
     assert f"Resumed from {run / 'ckpt' / f'ckpt-{saved}'} at step {saved}." in rerun.stdout
     assert json.loads((run / "result.json").read_text())["step"] == saved + 5
     summaries = [s for s, _ in json.loads((run / "curves.json").read_text())["train/loss_d"]]
-    assert summaries == list(range(10, saved + 6, 10)), summaries  # none lost to the stop, none twice
+    # none lost to the stop, none twice: the stop wrote the steps since the last summary at its step
+    want = sorted({*range(10, saved + 1, 10), saved, saved + 5})
+    assert summaries == steps_written(run, "train/loss_d") == want, summaries
     # Restoring the networks first and the optional state after reads the checkpoint twice, on purpose:
     # TensorFlow must not warn at exit that a checkpoint was only partly restored.
     assert "could not be found" not in rerun.stderr and "unrestored values" not in rerun.stderr
