@@ -38,7 +38,9 @@ def exits_cleanly(main: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
-            return main(*args, **kwargs)
+            result = main(*args, **kwargs)
+            sys.stdout.flush()  # here, so that a reader gone (below) is met here and not at exit
+            return result
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import csv
 import functools
+import glob
 import io
 import json
 import math
@@ -770,7 +771,8 @@ def atomic_target(path: Path):
     block or the rename fails, so neither a stop nor an error leaves a cut file or a stray one behind. The sibling is
     hidden and named by this process, never a file of the user's (such as `path`.tmp). A symlink is written through
     (its target replaced); a device or pipe such as /dev/null or /dev/stdout is written to as it is."""
-    if path.exists() and not path.is_file() and not path.is_dir():  # a device, pipe or socket (links followed)
+    special = os.path.abspath(path).startswith(("/dev/", "/proc/"))  # /dev/stdout: maybe a redirect to a file
+    if special or (path.exists() and not path.is_file() and not path.is_dir()):  # a device, pipe or socket
         yield path
         return
     path = Path(os.path.realpath(path)) if path.is_symlink() else path
@@ -881,9 +883,11 @@ def run_in(path: Path) -> Path | None:
 
 
 def export(args: argparse.Namespace) -> dict:
-    """Write the classifier (EMA weights by default) as a SavedModel to --export, atomically."""
+    """Write the classifier (EMA weights by default) as a SavedModel to --export: saved beside it under a name of
+    this process's own (hidden, with its pid: never a name of the user's, such as DIR.old), then swapped in."""
     shown = Path(args.export)
     out = Path(os.path.abspath(shown))  # "." and "x/.." name no folder to put a sibling beside
+    _recover_export(out)
     run = out.exists() and (not out.is_dir() or any(out.iterdir())) and run_in(out)
     if run:  # --force would replace it, checkpoints and all
         raise UserError(f"--export {shown} holds the run {run} or a part of it; the SavedModel goes to a folder "
@@ -891,50 +895,85 @@ def export(args: argparse.Namespace) -> dict:
     if out.exists() and not args.force and not out.is_dir():
         raise UserError(f"--export {shown} is a file, not a folder; pass --force to replace it, or choose "
                         "another DIR")
-    if out.is_dir() and any(out.iterdir()):
+    empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())  # filled in place: may be the cwd
+    if out.is_dir() and not empty:
         if not (out / "saved_model.pb").exists():  # a folder of the user's: --force is not for that
             raise UserError(f"--export {shown} is a folder that holds files and no SavedModel; --force "
                             "replaces only an earlier export: choose another DIR")
         if not args.force:
             raise UserError(f"--export {shown} already holds a SavedModel; pass --force to replace it, "
                             "or choose another DIR")
+        if Path.cwd().resolve().is_relative_to(out.resolve()):  # replacing it would delete the shell's folder
+            raise UserError(f"--export {shown} holds the current folder, which replacing it would delete; run the "
+                            "command from another folder")
     run, cfg, ckpt, D, _, step = restore_latest(args)
     shape, mirror = image_shape(cfg), tta_classes(args, cfg)
     offsets = prior_of(args, cfg, run, D, ckpt, step, eval_batch(args.batch_size, shape))
     module = Classifier(D, shape, cfg["dataset_info"]["class_names"], mirror, offsets)
-    # Siblings of this process's own (hidden, with its pid): never a name of the user's, such as DIR.old. An empty
-    # folder is written in place (it may be the shell's current one), and emptied again if that fails.
-    empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())
-    tmp, old = (out if empty else out.with_name(f".{out.name}.{os.getpid()}.{part}") for part in ("tmp", "old"))
-    moved = False
+    tmp, old = (out.with_name(f".{out.name}.{os.getpid()}.{part}") for part in ("tmp", "old"))
     try:
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve,
                                                           "class_names": module.class_names})
-        if not empty:
+        if empty:
+            for p in tmp.iterdir():
+                os.replace(p, out / p.name)
+            tmp.rmdir()
+        else:
             if out.exists() or out.is_symlink():
                 out.rename(old)
-                moved = True
             tmp.rename(out)
     except BaseException as e:
-        for p in tmp.iterdir() if empty else [tmp]:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-        if moved:  # the earlier export back where it was
+        _remove(tmp)
+        if empty:
+            for p in out.iterdir():
+                _remove(p)
+        if (old.exists() or old.is_symlink()) and not (out.exists() or out.is_symlink()):  # the earlier one back
             with contextlib.suppress(OSError):
                 old.rename(out)
         if not isinstance(e, (OSError, tf.errors.OpError)):  # TensorFlow's file errors are not OSErrors
             raise
         why = e.strerror if isinstance(e, OSError) else (e.message.splitlines() or [""])[0]
         raise UserError(f"cannot write --export {shown} ({why or e}); choose a writable DIR") from None
-    if moved:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
+    _remove(old)
     print(f"exported {ckpt} (step {step}, {args.weights} weights) to {shown}", file=sys.stderr)
     return {"export": str(shown), "checkpoint": ckpt, "step": step}
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, link or folder tree if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+
+def _recover_export(out: Path) -> None:
+    """What an export killed before it ended left beside `out`: its temporary folder goes, and an earlier export
+    it had moved aside (with `out` missing) comes back. Names of live processes (an export running) are left."""
+    for p in sorted(out.parent.glob(f".{glob.escape(out.name)}.*.*")):
+        pid, part = p.name[len(out.name) + 2:].rpartition(".")[::2]
+        if part not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if part == "tmp":
+            _remove(p)
+        elif not (out.exists() or out.is_symlink()):
+            with contextlib.suppress(OSError):
+                p.rename(out)
+                print(f"note: {out}, moved aside by an export that was stopped, is back", file=sys.stderr)
+        else:  # the swap had ended: the earlier export, replaced
+            _remove(p)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this pid runs (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's
+        return True
+    return True
 
 
 def write_samples(args: argparse.Namespace) -> dict:

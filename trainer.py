@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -257,7 +258,7 @@ RUN_FILES = {"config.json", "labeled_indices.json", "ckpt", "logs", "samples", "
 
 def is_run_file(name: str) -> bool:
     """Whether a run dir may hold `name` (hidden names, e.g. the workers' checkpoint folders, included)."""
-    name = name.removesuffix(".tmp")  # evaler.write_atomic's, left by a crash during a write
+    name = name.removesuffix(".tmp")  # left by a crash during a write (evaler.atomic_target's are hidden as well)
     return name in RUN_FILES or name.startswith(".") or config.is_run_image(name)
 
 
@@ -292,7 +293,8 @@ def dataset_change(old: dict, new: dict, seeds: tuple = (None, None)) -> str | N
 
 def check_resume_step(run: Path, max_steps: int, args: argparse.Namespace) -> None:
     """An unfinished run resumed with fewer steps than it has trained is an error: it would end there, unfinished.
-    (A finished run, with result.json, is evaluated again; --max_steps 0 builds the model.)"""
+    (A finished run, with result.json, reports its result again, evaluated again if --tta or --prior changed;
+    --max_steps 0 builds the model.)"""
     latest = tf.train.latest_checkpoint(str(run / "ckpt"))
     step = int(latest.rsplit("-", 1)[1]) if latest else 0
     if step > max_steps > 0 and not (run / "result.json").exists():
@@ -537,8 +539,10 @@ def keras_seed(seed: int) -> None:
 
 METRICS = ("loss_d", "loss_sup", "loss_unsup", "loss_ent", "loss_bal", "loss_fent", "loss_vat", "loss_cons", "loss_g",
            "acc_lab", "p_real", "p_fake")
-# The metrics of the GAN's part, which a --supervised_only run does not have (not written for it).
-GAN_METRICS = ("loss_unsup", "loss_fent", "loss_g", "p_real", "p_fake")
+# The metrics of the terms on unlabelled and generated images, which a --supervised_only run does not have (not
+# written for it).
+UNSUPERVISED_METRICS = ("loss_unsup", "loss_ent", "loss_bal", "loss_fent", "loss_vat", "loss_cons", "loss_g", "p_real",
+                        "p_fake")
 
 
 def mirror_guessed(classifier, images: tf.Tensor, flip_classes: Sequence[int], seed: tf.Tensor) -> tf.Tensor:
@@ -746,7 +750,7 @@ PEER_LOST = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.Deadl
 
 def make_strategy(args: argparse.Namespace) -> tf.distribute.Strategy:
     """The tf.distribute strategy of --strategy (after splitting the CPU into --cpu_devices logical devices)."""
-    if args.cpu_devices > 1 and args.strategy == "default":
+    if args.cpu_devices > 1 and args.strategy != "mirrored":
         raise UserError(f"--cpu_devices {args.cpu_devices} splits the CPU into devices for --strategy mirrored; add "
                         "--strategy mirrored, or drop --cpu_devices")
     if args.cpu_devices > 1:
@@ -810,7 +814,7 @@ def run_lock(run: Path):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"{run} is being trained by another process; wait for it to end, or start another run "
-                            "(--new_run, or another --train_dir)") from None
+                            "(--new_run, or another --train_dir if you named this one)") from None
         except OSError as e:  # some network filesystems have no flock (ENOSYS, ENOLCK, EOPNOTSUPP)
             print(f"warning: cannot lock {run} ({e.strerror or e}); make sure no other process trains it",
                   file=sys.stderr)
@@ -828,6 +832,10 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> dict:
     flips = resolve_derived(args, info.class_names)
     run, record = choose_run_dir(args, info)
     fresh = not (run / "config.json").exists()
+    # Whether the run classified as now when it last stopped (--tta and --prior may change on resuming): then an
+    # evaluation it made at the step it resumes from stands.
+    same_eval = fresh or all(config.recorded(config.read_run_config(run), k, None) == record.get(k)
+                             for k in ("tta", "prior"))
     if chief and not fresh:  # resuming: refused at once if another process is training it
         held.enter_context(run_lock(run))
     train_split = input_ops.load_split(path, "train", args.in_memory, args.memory_budget_gb, info)
@@ -836,7 +844,7 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> dict:
     # nothing in it is this run's.
     new_default = fresh and not args.train_dir
     lab_idx = labeled_indices(None if new_default else run, train_split.labels, args, info.class_names)
-    check_sizes(args, len(train_split), len(test_split), strategy.num_replicas_in_sync, len(lab_idx))
+    check_sizes(args, len(train_split), len(test_split), strategy.num_replicas_in_sync, len(lab_idx), info.num_class)
     max_steps = args.max_steps if args.max_steps is not None else max(1, int(args.epochs * len(train_split)
                                                                             / args.batch_size))
     if not new_default:
@@ -871,6 +879,8 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> dict:
           f"TensorBoard: tensorboard --logdir {run.parent}")
     ctx = RunContext(args, gan, manager, writer, loop, read_metrics, train_split, test_split, lab_idx, flips, run,
                      info, z_fixed, max_steps, strategy, chief)
+    if not same_eval:
+        ctx.evaluated = None
     stop = StopFlag()
     try:
         status = _loop(ctx, stop)
@@ -919,16 +929,18 @@ def init_weights(gan: GAN, split: input_ops.Split, args: argparse.Namespace, str
 
 
 def check_sizes(args: argparse.Namespace, n_train: int, n_test: int, replicas: int = 1,
-                n_labeled: int | None = None) -> None:
+                n_labeled: int | None = None, num_class: int = 1) -> None:
     """Flag values that no run could use, stated before anything is written."""
     if args.batch_size % replicas:
         raise UserError(f"--batch_size {args.batch_size} must be divisible by the {replicas} replicas "
                         f"(e.g. {replicas * max(1, args.batch_size // replicas)})")
     lab_batch = min(args.batch_size, n_labeled or args.batch_size)  # input_ops.labeled_stream's
     if lab_batch % replicas:  # the replicas' halves would weigh unequally in the global mean
+        m = math.lcm(replicas, num_class)  # --num_labeled is a multiple of the classes too
         raise UserError(f"the labelled batch, {lab_batch} (all the labelled images), must be divisible by the "
-                        f"{replicas} replicas; label a multiple of {replicas} images (e.g. --num_labeled "
-                        f"{replicas * max(1, lab_batch // replicas)})")
+                        f"{replicas} replicas; label a multiple of {m} images (e.g. --num_labeled "
+                        f"{m * max(1, lab_batch // m)}), or train with fewer replicas (a run already started: "
+                        "--strategy default)")
     if args.d_hidden_noise is not None and args.arch == "conv":
         raise UserError("--d_hidden_noise is for the mlp and lenet Ds; the conv D has dropout instead: drop the flag")
     if args.sup_mixup and args.sup_smoothing:
@@ -1164,7 +1176,7 @@ def _write_summary(ctx: RunContext, step: int, lr: float, p_real=None, p_fake=No
     with D's P(real) histograms of the last step's batches (if given); returns them."""
     m = ctx.read_metrics()
     if ctx.args.supervised_only:
-        m = {k: v for k, v in m.items() if k not in GAN_METRICS}
+        m = {k: v for k, v in m.items() if k not in UNSUPERVISED_METRICS}
     with ctx.writer.as_default(step=step):
         for k, v in m.items():
             tf.summary.scalar(f"train/{k}", v)
@@ -1234,6 +1246,8 @@ def _finish(ctx: RunContext, status: str) -> dict:
             sys.exit(130)
         return {"run_dir": str(ctx.run), "step": step, "stopped_by": status}
     if status == "signal":
+        ctx.curves.write()  # with the stop's own summary, also when its checkpoint was already saved
+        ctx.writer.flush()
         print(f"Interrupted: saved {manager.latest_checkpoint} at step {step}; re-run the same command to resume.")
         sys.exit(130)
     if ctx.evaluated and ctx.evaluated[0] == step:  # evaluated at this step already (then stopped, or re-run)

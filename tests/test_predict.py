@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -165,17 +166,23 @@ def test_a_failed_write_leaves_neither_a_cut_file_nor_its_temporary(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
-def test_writes_go_through_links_and_into_devices_and_leave_the_users_files_alone(tmp_path):
+def test_writes_go_through_links_and_into_pipes_and_leave_the_users_files_alone(tmp_path):
     (tmp_path / "x.csv.tmp").write_text("mine")
     (tmp_path / "real.csv").write_text("old")
     (tmp_path / "link.csv").symlink_to("real.csv")
-    (tmp_path / "null").symlink_to(os.devnull)  # as --output /dev/null: written to, never replaced by a file
-    for name in ("x.csv", "link.csv", "null"):
+    os.mkfifo(tmp_path / "fifo")  # as --output /dev/stdout into a pipe: written to, never replaced by a file
+    (tmp_path / "pipe").symlink_to("fifo")
+    got = []
+    reader = threading.Thread(target=lambda: got.append((tmp_path / "fifo").read_text()), daemon=True)
+    reader.start()
+    for name in ("x.csv", "link.csv", "pipe"):
         evaler.write_atomic(tmp_path / name, "text")
+    reader.join(10)
+    assert got == ["text"] and (tmp_path / "fifo").is_fifo() and (tmp_path / "pipe").is_symlink()
     assert (tmp_path / "x.csv").read_text() == "text" and (tmp_path / "x.csv.tmp").read_text() == "mine"
     assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "real.csv").read_text() == "text"
-    assert (tmp_path / "null").is_symlink() and Path(os.devnull).is_char_device()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "null", "real.csv", "x.csv", "x.csv.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link.csv", "pipe", "real.csv", "x.csv",
+                                                          "x.csv.tmp"]
 
 
 def test_predict_refuses_an_output_that_is_an_input_and_writes_stdout_for_dash(run, tmp_path, capsys):
@@ -330,12 +337,29 @@ def test_export_replaces_only_an_earlier_export_and_only_when_forced(run, tmp_pa
     assert (tmp_path / "model.old").read_text() == (tmp_path / "model.tmp").read_text() == "mine"
 
 
-def test_export_to_the_current_folder(run, tmp_path, monkeypatch):
+def test_export_to_the_current_folder(run, tmp_path, monkeypatch, capsys):
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
     assert evaler.main([*run, "--export", "."])["export"] == "."
     assert (here / "saved_model.pb").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+    with pytest.raises(SystemExit) as e:  # replacing it would leave the shell in a deleted folder
+        evaler.main([*run, "--export", ".", "--force"])
+    assert e.value.code == 2 and "holds the current folder" in capsys.readouterr().err
+    assert here.samefile(".") and (here / "saved_model.pb").exists()
+
+
+def test_an_export_stopped_midway_is_cleaned_up_and_its_predecessor_put_back(run, tmp_path, capsys):
+    export = tmp_path / "model"
+    evaler.main([*run, "--export", str(export)])
+    dead = 2 ** 22 + 1  # above Linux's largest pid: no process has it
+    export.rename(tmp_path / f".model.{dead}.old")  # stopped between its two renames
+    (tmp_path / f".model.{dead}.tmp").mkdir()
+    evaler.main([*run, "--export", str(tmp_path / "other")])  # another export's leftovers are not its business
+    assert (tmp_path / f".model.{dead}.old" / "saved_model.pb").exists()
+    evaler.main([*run, "--export", str(export), "--force"])
+    assert "moved aside by an export that was stopped, is back" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "other"]
 
 
 def test_export_never_replaces_a_run_dir_a_part_of_one_or_a_folder_of_runs_even_forced(run, capsys):

@@ -142,7 +142,8 @@ def test_a_run_being_trained_by_another_process_is_refused_not_shared(dsdir, tmp
             trainer.main([*argv, "--max_steps", "4"])
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and err[-1] == (f"error: {run} is being trained by another process; wait for it "
-                                                 "to end, or start another run (--new_run, or another --train_dir)")
+                                                 "to end, or start another run (--new_run, or another --train_dir "
+                                                 "if you named this one)")
     assert trainer.main([*argv, "--max_steps", "4"])["step"] == 4  # once it has ended
 
 
@@ -293,7 +294,9 @@ def test_supervised_only_trains_the_classifier_without_a_gan(dsdir, tmp_path):
      "--strategy mirrored, or drop --cpu_devices"),
     (["--strategy", "mirrored", "--cpu_devices", "2", "--num_labeled", "9"], {},
      "error: the labelled batch, 9 (all the labelled images), must be divisible by the 2 replicas; label a multiple "
-     "of 2 images (e.g. --num_labeled 8)"),
+     "of 6 images (e.g. --num_labeled 6), or train with fewer replicas (a run already started: --strategy default)"),
+    (["--strategy", "multi_worker", "--cpu_devices", "2"], {}, "error: --cpu_devices 2 splits the CPU into devices "
+     "for --strategy mirrored"),
     (["--strategy", "multi_worker"], {"TF_CONFIG": "not json"}, "error: TF_CONFIG is not a cluster this worker can "
      "join (Expecting value: line 1 column 1 (char 0)); it must be JSON like"),
     (["--strategy", "multi_worker"], {"TF_CONFIG": '{"cluster": {"worker": ["127.0.0.1:29111"]}, "task": {"type": '
@@ -343,7 +346,7 @@ def test_new_run_with_a_train_dir_that_holds_a_run_is_refused(dsdir, tmp_path, c
         "to resume it, or choose a new --train_dir")
 
 
-def test_tensorboard_shows_each_step_once_across_stops_resumes_crashes_and_re_runs(dsdir, tmp_path):
+def test_tensorboard_shows_each_step_once_across_stops_resumes_crashes_and_re_runs(dsdir, tmp_path, monkeypatch):
     run = tmp_path / "r"
     tags = ("train/loss_sup", "test/accuracy", "samples")
     # A time-budget stop after the first chunk of 5 steps: its summary and evaluation at step 5.
@@ -368,6 +371,14 @@ def test_tensorboard_shows_each_step_once_across_stops_resumes_crashes_and_re_ru
     (run / "result.json").unlink()
     train(dsdir, run, "--max_steps", "40")
     assert [steps_written(run, t) for t in tags] == [[5, 10, 20, 30, 35, 40]] * 3
+    # Re-run with another --prior (a flag that may change on resuming), the finished run is evaluated again.
+    calls = []
+    real = trainer.RunContext.test_accuracy
+    monkeypatch.setattr(trainer.RunContext, "test_accuracy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train(dsdir, run, "--max_steps", "40")
+    assert calls == []
+    train(dsdir, run, "--max_steps", "40", "--prior", "none")
+    assert calls == [1] and config.read_run_config(run)["prior"] == "none"
 
 
 @pytest.mark.parametrize("head,g_loss,augment,g_update", [("nplus1", "gan", "labeled", "alternating"),
