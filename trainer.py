@@ -1007,12 +1007,18 @@ class RunContext:
         self.train_split, self.test_split, self.lab_idx, self.flips = train_split, test_split, lab_idx, flips
         self.run, self.info, self.z_fixed, self.max_steps = run, info, z_fixed, max_steps
         self._prior: tuple[int, np.ndarray] | None = None  # (step, offsets) of --prior labeled's last fit
-        self.curves = Curves(run, int(gan.step.numpy()))
-        step = int(gan.step.numpy())  # (step, accuracy) of the last evaluation: one at the start step was made
-        acc = self.curves.series.get("test/accuracy", {}).get(step)  # before a stop there, with these weights
+        step = int(gan.step.numpy())
+        self.curves = Curves(run, step)
+        # (step, accuracy) of the last evaluation; one at the start step was made before a stop there, with these
+        # weights
+        acc = self.curves.series.get("test/accuracy", {}).get(step)
         self.evaluated = None if acc is None else (step, acc)
         self.title = f"{run.name}: {args.dataset}, {len(lab_idx)} labels"
         self.pending = False  # whether steps were trained since the last summary
+
+    def lr(self, step: int) -> float:
+        """The learning rate of the step after `step`: the schedule's, times --nan_policy restore's scale."""
+        return learning_rate(self.args, step, self.max_steps) * float(self.gan.lr_scale.numpy())
 
     def iterators(self):
         """Fresh labelled and unlabelled iterators positioned at the current step."""
@@ -1108,7 +1114,7 @@ def _loop(ctx: RunContext, stop: StopFlag) -> str:
     with tqdm(total=max_steps, initial=step, unit="step", dynamic_ncols=True, mininterval=2.0) as bar:
         while step < max_steps:
             n = min(args.steps_per_loop, max_steps - step, *(e - step % e for e in events))
-            lr = learning_rate(args, step, max_steps) * float(gan.lr_scale.numpy())
+            lr = ctx.lr(step)
             gan.opt_d.learning_rate.assign(lr)
             gan.opt_g.learning_rate.assign(lr)
             p_real, p_fake, finite = ctx.loop(lab_iter, unl_iter, tf.constant(n))
@@ -1157,13 +1163,13 @@ def _on_divergence(ctx: RunContext, step: int, bar) -> None:
         raise UserError(f"training diverged by step {step} (a loss became NaN/Inf); {kept}; {fix} and re-run")
     scale = float(ctx.gan.lr_scale.numpy()) / 2
     restore(ctx.gan, ctx.manager, ctx.run)
+    step_back = int(ctx.gan.step.numpy())
     ctx.pending = False
-    ctx.curves.trim(int(ctx.gan.step.numpy()))
+    ctx.curves.trim(step_back)
     if ctx.chief:  # TensorBoard's points after the checkpoint go too: those steps are trained again
         ctx.writer.close()
-        trim_events(ctx.run / "logs", int(ctx.gan.step.numpy()))
+        trim_events(ctx.run / "logs", step_back)
         ctx.writer = tf.summary.create_file_writer(str(ctx.run / "logs"))
-    step_back = int(ctx.gan.step.numpy())
     if ctx.evaluated and ctx.evaluated[0] > step_back:
         ctx.evaluated = None
     ctx._prior = None  # fitted for the weights rolled back from
@@ -1235,7 +1241,7 @@ def _finish(ctx: RunContext, status: str) -> dict:
     """Save, evaluate and report at the end of a run (or exit 130 after a signal)."""
     step, manager = int(ctx.gan.step.numpy()), ctx.manager
     if ctx.pending:  # a stop between summaries: the steps since the last one, at this step
-        _write_summary(ctx, step, learning_rate(ctx.args, step - 1, ctx.max_steps) * float(ctx.gan.lr_scale.numpy()))
+        _write_summary(ctx, step, ctx.lr(step - 1))
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
         ctx.save(step)
     elif ctx.args.prior == "labeled" and not evaler.prior_file(manager.latest_checkpoint).exists():
